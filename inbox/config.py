@@ -1,0 +1,109 @@
+"""Settings, read once from the environment (12-factor) at each entry point.
+
+Nothing below the entry points reads `os.environ`: they receive a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+_Num = TypeVar("_Num", int, float)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Exponential backoff with full jitter: delay n is uniform in [0, min(cap, base * 2**(n-1))].
+# With these defaults the upper bounds of 16 attempts add up to about three days
+# (60 s doubling to the 8 h cap), like Stripe's own retry schedule.
+DEFAULT_MAX_ATTEMPTS = 16
+DEFAULT_RETRY_BASE_SECONDS = 60.0
+DEFAULT_RETRY_CAP_SECONDS = 8 * 3600.0
+DEFAULT_HANDLER_TIMEOUT_SECONDS = 30.0
+DEFAULT_POLL_INTERVAL_SECONDS = 1.0
+
+
+class ConfigError(ValueError):
+    """The environment holds a setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processes need to know, with the unit in each name."""
+
+    database_url: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    handler_modules: tuple[str, ...] = ("handlers",)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_base_seconds: float = DEFAULT_RETRY_BASE_SECONDS
+    retry_cap_seconds: float = DEFAULT_RETRY_CAP_SECONDS
+    handler_timeout_seconds: float = DEFAULT_HANDLER_TIMEOUT_SECONDS
+    poll_interval_seconds: float = DEFAULT_POLL_INTERVAL_SECONDS
+    routes: str = "*=log:"
+    # Secrets for providers other than Stripe, by provider name (see inbox.providers).
+    provider_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # How long the receiver waits for a database connection before answering 503.
+    db_wait_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, failing loudly on bad values."""
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            stripe_webhook_secrets=_csv(env.get("STRIPE_WEBHOOK_SECRET", "")),
+            stripe_webhook_tolerance_seconds=_number(env, "STRIPE_WEBHOOK_TOLERANCE", 300, int),
+            max_body_bytes=_number(env, "INBOX_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
+            handler_modules=_csv(env.get("INBOX_HANDLERS", "handlers")),
+            max_attempts=_number(env, "INBOX_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
+            retry_base_seconds=_number(
+                env, "INBOX_RETRY_BASE_SECONDS", DEFAULT_RETRY_BASE_SECONDS, float
+            ),
+            retry_cap_seconds=_number(
+                env, "INBOX_RETRY_CAP_SECONDS", DEFAULT_RETRY_CAP_SECONDS, float
+            ),
+            handler_timeout_seconds=_number(
+                env, "INBOX_HANDLER_TIMEOUT_SECONDS", DEFAULT_HANDLER_TIMEOUT_SECONDS, float
+            ),
+            poll_interval_seconds=_number(
+                env, "INBOX_POLL_INTERVAL_SECONDS", DEFAULT_POLL_INTERVAL_SECONDS, float
+            ),
+            routes=env.get("INBOX_ROUTES", "*=log:"),
+            provider_secrets=_provider_secrets(env),
+            db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
+        )
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error for commands that cannot run without one."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (or run `inbox dev` for a local database)")
+        return self.database_url
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num]) -> _Num:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _provider_secrets(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """`<PROVIDER>_WEBHOOK_SECRET` for each provider other than Stripe, e.g. GITHUB_..."""
+    secrets = {}
+    for name, value in env.items():
+        if name.endswith("_WEBHOOK_SECRET") and name != "STRIPE_WEBHOOK_SECRET":
+            provider = name.removesuffix("_WEBHOOK_SECRET").lower().replace("_", "-")
+            secrets[provider] = _csv(value)
+    return secrets

@@ -1,0 +1,78 @@
+"""Webhook providers: how each one signs its deliveries and names its events.
+
+A provider turns the raw request (bytes and headers) into a `ReceivedEvent` or raises
+InvalidSignature / InvalidEvent. It never touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inbox.config import Settings
+from inbox.errors import InvalidEvent, UnknownProvider
+
+Clock = Callable[[], float]
+# Longer ids or types are not events: they would also overflow the unique index.
+MAX_IDENTIFIER_CHARS = 255
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A verified delivery, ready to be stored."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    payload_text: str  # the body as text; stored as jsonb
+    raw_body: bytes  # the exact bytes received
+    signature: str | None  # the signature header, to verify the bytes again later
+
+
+class Provider(Protocol):
+    """What the receiver needs from a provider."""
+
+    name: str
+
+    def receive(self, body: bytes, headers: Mapping[str, str]) -> ReceivedEvent:
+        """Verify the delivery and identify the event, or raise a 4xx-worthy error."""
+        ...
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_object(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The body as text and as a dict, or InvalidEvent: UTF-8 JSON object, no NaN."""
+    try:
+        text = body.decode("utf-8")
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"body is not a JSON document: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("body is not a JSON object")
+    return text, payload
+
+
+def identifier(value: Any, what: str) -> str:
+    """A non-empty, reasonably short string identifier, or InvalidEvent."""
+    if not isinstance(value, str) or not value or len(value) > MAX_IDENTIFIER_CHARS:
+        raise InvalidEvent(f"event has no valid {what}")
+    return value
+
+
+def get_provider(name: str, settings: Settings, clock: Clock = time.time) -> Provider:
+    """The provider called `name`, configured from settings, or UnknownProvider."""
+    from inbox.providers import stripe
+
+    factories: dict[str, Callable[[Settings, Clock], Provider]] = {
+        "stripe": stripe.StripeProvider.from_settings,
+    }
+    factory = factories.get(name)
+    if factory is None:
+        raise UnknownProvider(f"unknown webhook provider {name!r}")
+    return factory(settings, clock)

@@ -1,0 +1,66 @@
+"""Named SQL queries, loaded from the `.sql` files in `sql/queries/`.
+
+Each statement in those files starts with a header line `-- name: <entity>_<verb>`; the
+comment lines after the header document it. Runtime code never carries SQL strings of its
+own: it asks for a query by name, so "where is the claim query" has one answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+class UnknownQuery(KeyError):
+    """No query of that name in sql/queries/*.sql."""
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split one `.sql` file into {name: statement}; raise on a name defined twice."""
+    parts = _HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = body.strip()
+    return queries
+
+
+@functools.cache
+def all_queries() -> dict[str, str]:
+    """Every named query of every file in sql/queries/, read once per process."""
+    queries: dict[str, str] = {}
+    folder = resources.files("inbox.sql.queries")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, statement in parse_queries(entry.read_text(encoding="utf-8")).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined in two files")
+            queries[name] = statement
+    return queries
+
+
+def query(name: str) -> str:
+    """The SQL of the query called `name`."""
+    try:
+        return all_queries()[name]
+    except KeyError:
+        raise UnknownQuery(name) from None
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for each sql/migrations/NNNN_*.sql, in version order."""
+    found = []
+    for entry in resources.files("inbox.sql.migrations").iterdir():
+        match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a number: {versions}")
+    return found

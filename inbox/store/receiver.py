@@ -1,0 +1,40 @@
+"""Queries of the web process: store a verified event, answer readiness."""
+
+from __future__ import annotations
+
+from psycopg_pool import ConnectionPool
+
+from inbox import db, migrations
+from inbox.errors import InvalidEvent
+from inbox.providers import ReceivedEvent
+from inbox.queries import query
+
+
+def insert_event(pool: ConnectionPool, event: ReceivedEvent) -> bool:
+    """Store the event once and wake workers; False when it was already stored.
+
+    Returns only after the single-statement transaction has committed.
+    """
+    params = {
+        "provider": event.provider,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "payload": event.payload_text,
+        "raw_body": event.raw_body,
+        "signature": event.signature,
+    }
+    with db.connection(pool) as conn:
+        try:
+            row = conn.execute(query("inbox_insert"), params).fetchone()
+        except db.DataError as exc:
+            # Valid JSON that jsonb refuses (a \u0000 escape, a lone surrogate): the
+            # sender's problem, not an outage.
+            raise InvalidEvent(f"payload cannot be stored: {exc}") from None
+    return row is not None
+
+
+def readiness(pool: ConnectionPool) -> list[str]:
+    """Problems that keep the receiver from taking events; empty when ready."""
+    with db.connection(pool) as conn:
+        missing = migrations.pending(conn)
+    return [f"migration not applied: {name}" for name in missing]

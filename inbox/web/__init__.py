@@ -1,0 +1,77 @@
+"""The receiver: a Flask app that verifies webhooks, stores them and answers.
+
+It does no business work. `create_app()` is what the Procfile's gunicorn serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask, jsonify
+from psycopg_pool import ConnectionPool
+from werkzeug.exceptions import HTTPException
+
+from inbox import db
+from inbox.config import Settings
+from inbox.providers import Clock
+from inbox.web import health, webhooks
+
+# The receiver's statements are tiny: anything slower means the database is in trouble,
+# and the provider should retry rather than wait on us.
+STATEMENT_TIMEOUT_SECONDS = 5.0
+
+
+class Database:
+    """The process's connection pool, made on first use (after gunicorn forks)."""
+
+    def __init__(self, settings: Settings, max_size: int) -> None:
+        self._settings = settings
+        self._max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = db.create_pool(
+                        self._settings.require_database_url(),
+                        max_size=self._max_size,
+                        wait_seconds=self._settings.db_wait_seconds,
+                        statement_timeout_seconds=STATEMENT_TIMEOUT_SECONDS,
+                        application_name="inbox-web",
+                    )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = time.time, pool_size: int = 4
+) -> Flask:
+    """The receiver app. Tests pass settings and a clock; gunicorn passes nothing."""
+    settings = settings or Settings.from_env()
+    app = Flask("inbox")
+    # Werkzeug answers 413 from Content-Length alone, and stops reading a chunked body at
+    # this length (silently, so one byte past our limit tells the view it was too big).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    app.extensions["inbox.settings"] = settings
+    app.extensions["inbox.clock"] = clock
+    app.extensions["inbox.database"] = Database(settings, pool_size)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.register_error_handler(HTTPException, _http_error_as_json)
+    logging.getLogger("inbox").setLevel(logging.INFO)
+    return app
+
+
+def _http_error_as_json(error: HTTPException):
+    response = jsonify(error=error.name, detail=error.description)
+    response.status_code = error.code or 500
+    return response

@@ -1,0 +1,66 @@
+"""POST /webhooks/<provider>: verify, store once, answer only after the commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
+from inbox.providers import get_provider
+from inbox.store import receiver
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger("inbox.web")
+RETRY_AFTER_SECONDS = 5
+
+
+@bp.post("/webhooks/<provider>")
+def receive(provider: str) -> Response:
+    started = time.perf_counter()
+    record: dict[str, object] = {"provider": provider}
+    try:
+        response = _receive(provider, record)
+    finally:
+        record["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        log.info(json.dumps(record))
+    return response
+
+
+def _receive(provider_name: str, record: dict[str, object]) -> Response:
+    """Do the work and fill `record` (the request's log line) with what happened."""
+    settings = current_app.extensions["inbox.settings"]
+    try:
+        provider = get_provider(provider_name, settings, current_app.extensions["inbox.clock"])
+        event = provider.receive(_read_body(settings.max_body_bytes), request.headers)
+        record.update(event_id=event.event_id, type=event.event_type)
+        stored = receiver.insert_event(current_app.extensions["inbox.database"].pool, event)
+    except UnknownProvider as exc:
+        return _answer(record, 404, "unknown_provider", str(exc))
+    except (InvalidSignature, InvalidEvent) as exc:
+        return _answer(record, 400, type(exc).__name__, str(exc))
+    except DatabaseUnavailable:
+        response = _answer(record, 503, "database_unavailable", "try again later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    record["outcome"] = "stored" if stored else "duplicate"
+    return jsonify(received=True, duplicate=not stored)
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The raw body, or 413 when it is longer than `max_bytes` (chunked bodies included)."""
+    body = request.get_data(cache=False)
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    return body
+
+
+def _answer(record: dict[str, object], status: int, outcome: str, detail: str) -> Response:
+    record["outcome"] = outcome
+    record["status"] = status
+    response = jsonify(error=outcome, detail=detail)
+    response.status_code = status
+    return response

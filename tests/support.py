@@ -1,0 +1,51 @@
+"""Helpers shared by the tests: fixture files, signing, small HTTP servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from inbox.providers.stripe import sign
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = Path(
+    os.environ.get("INBOX_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")
+)
+STRIPE_EVENTS = SHARED_FIXTURES / "stripe" / "events"
+TEST_SECRET = "whsec_test_secret_for_the_inbox_tests"
+
+
+def stripe_event_files() -> list[Path]:
+    """The nine real Stripe event documents of the shared fixtures."""
+    files = sorted(STRIPE_EVENTS.glob("*.json"))
+    assert len(files) == 9, f"expected 9 Stripe fixture events in {STRIPE_EVENTS}"
+    return files
+
+
+def signature_cases(name: str) -> dict[str, Any]:
+    return json.loads((SHARED_FIXTURES / "signatures" / name).read_text(encoding="utf-8"))
+
+
+def signed_headers(body: bytes, timestamp: int, secret: str = TEST_SECRET) -> dict[str, str]:
+    return {"Stripe-Signature": sign(body, secret, timestamp), "Content-Type": "application/json"}
+
+
+@contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """Serve a WSGI app on a loopback port with threads; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
