@@ -22,9 +22,10 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending migrations (the Procfile's release phase)."""
+    from inbox.dev import database_url
     from inbox.migrations import migrate
 
-    applied = migrate(settings.require_database_url())
+    applied = migrate(database_url(settings))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return EXIT_OK
 

@@ -21,6 +21,8 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = None
+# Several web processes share a machine (dev, tests, benchmarks): no shared control socket.
+control_socket_disable = True
 errorlog = "-"
 
 

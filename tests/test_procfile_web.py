@@ -1,0 +1,75 @@
+"""The Procfile's `web` line, run as written by gunicorn, takes a real signed event."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support import REPO, TEST_SECRET, signed_headers, stripe_event_files
+
+BOOT_DEADLINE_SECONDS = 30
+
+
+def procfile_line(name: str) -> str:
+    for line in (REPO / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name}: line in the Procfile")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + BOOT_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gunicorn exited during start-up"
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError("gunicorn did not become healthy")
+
+
+def test_procfile_web_line_serves_the_receiver(database_url, db):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "DATABASE_URL": database_url,
+        "STRIPE_WEBHOOK_SECRET": f"whsec_old_one,{TEST_SECRET}",
+        "WEB_CONCURRENCY": "2",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    process = subprocess.Popen(procfile_line("web"), shell=True, cwd=REPO, env=env,
+                               start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process)
+        body = stripe_event_files()[0].read_bytes()
+        request = urllib.request.Request(
+            f"{base}/webhooks/stripe", data=body, method="POST",
+            headers=signed_headers(body, int(time.time())),
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 1
+    assert '"outcome": "stored"' in output  # the structured request log reached stderr
