@@ -21,6 +21,12 @@ DEFAULT_RETRY_BASE_SECONDS = 60.0
 DEFAULT_RETRY_CAP_SECONDS = 8 * 3600.0
 DEFAULT_HANDLER_TIMEOUT_SECONDS = 30.0
 DEFAULT_POLL_INTERVAL_SECONDS = 1.0
+# The relay: delivery threads, and how many of them one destination (host) may occupy
+# (0: half of them, so one hanging host never stalls the others).
+DEFAULT_RELAY_CONCURRENCY = 16
+DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS = 5.0
+DEFAULT_HTTP_READ_TIMEOUT_SECONDS = 10.0
+DEFAULT_SMTP_TIMEOUT_SECONDS = 30.0
 
 
 class ConfigError(ValueError):
@@ -34,6 +40,7 @@ class Settings:
     database_url: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_webhook_tolerance_seconds: int = 300
+    standard_webhooks_tolerance_seconds: int = 300
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     handler_modules: tuple[str, ...] = ("handlers",)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -42,6 +49,13 @@ class Settings:
     handler_timeout_seconds: float = DEFAULT_HANDLER_TIMEOUT_SECONDS
     poll_interval_seconds: float = DEFAULT_POLL_INTERVAL_SECONDS
     routes: str = "*=log:"
+    # Standard Webhooks signing secrets of http(s) routes: `pattern=whsec_...,...`.
+    route_secrets: str = ""
+    relay_concurrency: int = DEFAULT_RELAY_CONCURRENCY
+    relay_destination_concurrency: int = 0
+    http_connect_timeout_seconds: float = DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS
+    http_read_timeout_seconds: float = DEFAULT_HTTP_READ_TIMEOUT_SECONDS
+    smtp_timeout_seconds: float = DEFAULT_SMTP_TIMEOUT_SECONDS
     # Secrets for providers other than Stripe, by provider name (see inbox.providers).
     provider_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # How long the receiver waits for a database connection before answering 503.
@@ -55,6 +69,9 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             stripe_webhook_secrets=_csv(env.get("STRIPE_WEBHOOK_SECRET", "")),
             stripe_webhook_tolerance_seconds=_number(env, "STRIPE_WEBHOOK_TOLERANCE", 300, int),
+            standard_webhooks_tolerance_seconds=_number(
+                env, "STANDARD_WEBHOOKS_WEBHOOK_TOLERANCE", 300, int
+            ),
             max_body_bytes=_number(env, "INBOX_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
             handler_modules=_csv(env.get("INBOX_HANDLERS", "handlers")),
             max_attempts=_number(env, "INBOX_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
@@ -71,6 +88,23 @@ class Settings:
                 env, "INBOX_POLL_INTERVAL_SECONDS", DEFAULT_POLL_INTERVAL_SECONDS, float
             ),
             routes=env.get("INBOX_ROUTES", "*=log:"),
+            route_secrets=env.get("INBOX_ROUTE_SECRETS", ""),
+            relay_concurrency=_number(
+                env, "INBOX_RELAY_CONCURRENCY", DEFAULT_RELAY_CONCURRENCY, int
+            ),
+            relay_destination_concurrency=_number(
+                env, "INBOX_RELAY_DESTINATION_CONCURRENCY", 0, int
+            ),
+            http_connect_timeout_seconds=_number(
+                env, "INBOX_HTTP_CONNECT_TIMEOUT_SECONDS", DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS,
+                float,
+            ),
+            http_read_timeout_seconds=_number(
+                env, "INBOX_HTTP_READ_TIMEOUT_SECONDS", DEFAULT_HTTP_READ_TIMEOUT_SECONDS, float
+            ),
+            smtp_timeout_seconds=_number(
+                env, "INBOX_SMTP_TIMEOUT_SECONDS", DEFAULT_SMTP_TIMEOUT_SECONDS, float
+            ),
             provider_secrets=_provider_secrets(env),
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
         )

@@ -6,6 +6,7 @@ InvalidSignature / InvalidEvent. It never touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -65,12 +66,38 @@ def identifier(value: Any, what: str) -> str:
     return value
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The first value of header `name`, matched case-insensitively.
+
+    Werkzeug's request headers already ignore case; this also works for a plain dict.
+    """
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+# A verified delivery that names no type of its own (the GitHub and Shopify signature test
+# vectors carry no event header; a Standard Webhooks body need not have "type") is stored
+# under this type: no handler is registered for it, so it is `ignored`, kept for inspection.
+UNTYPED = "untyped"
+
+
+def body_digest_id(body: bytes) -> str:
+    """A stable event id for a delivery that carries none: the same bytes, the same id."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 def get_provider(name: str, settings: Settings, clock: Clock = time.time) -> Provider:
     """The provider called `name`, configured from settings, or UnknownProvider."""
-    from inbox.providers import stripe
+    from inbox.providers import github, shopify, standard_webhooks, stripe
 
     factories: dict[str, Callable[[Settings, Clock], Provider]] = {
         "stripe": stripe.StripeProvider.from_settings,
+        "github": github.GitHubProvider.from_settings,
+        "shopify": shopify.ShopifyProvider.from_settings,
+        "standard-webhooks": standard_webhooks.StandardWebhooksProvider.from_settings,
     }
     factory = factories.get(name)
     if factory is None:

@@ -7,7 +7,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
 from inbox.providers import get_provider
@@ -24,6 +24,9 @@ def receive(provider: str) -> Response:
     record: dict[str, object] = {"provider": provider}
     try:
         response = _receive(provider, record)
+    except HTTPException as exc:  # 413 from the body limit
+        record.update(outcome=exc.name, status=exc.code)
+        raise
     finally:
         record["ms"] = round((time.perf_counter() - started) * 1000, 2)
         log.info(json.dumps(record))

@@ -1,0 +1,88 @@
+"""GitHub: the `X-Hub-Signature-256` header, `sha256=` and the lowercase hex HMAC-SHA256
+of the raw body, keyed with the UTF-8 bytes of the webhook secret (GITHUB_WEBHOOK_SECRET,
+comma-separated for rotation).
+
+Strict, like GitHub's documented check: the whole header string must equal the expected
+one, so uppercase hex, a missing `sha256=` prefix or only the legacy SHA-1
+`X-Hub-Signature` header are rejected, and so is an empty body (GitHub never sends one).
+
+The event id is `X-GitHub-Delivery` (a redelivery keeps it, so it is a duplicate). The
+type is `X-GitHub-Event`, followed by `.<action>` when the body has an `action` string,
+the naming of octokit's `webhooks.on("issues.opened")`: `issues.opened`, `push`, `ping`.
+A signed delivery without those headers (GitHub's own test vector has none) gets the id
+`sha256:<hex of the body>` and the type UNTYPED. The body must be a JSON object: the
+form-encoded content type (`payload=...`) is not supported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from inbox.config import Settings
+from inbox.errors import InvalidSignature
+from inbox.providers import (
+    UNTYPED,
+    Clock,
+    ReceivedEvent,
+    body_digest_id,
+    header,
+    identifier,
+    parse_json_object,
+)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+DELIVERY_HEADER = "X-GitHub-Delivery"
+EVENT_HEADER = "X-GitHub-Event"
+
+
+@dataclass(frozen=True)
+class GitHubProvider:
+    """Verifies GitHub deliveries against every configured webhook secret."""
+
+    secrets: tuple[str, ...]
+    name: str = "github"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock) -> GitHubProvider:
+        return cls(tuple(settings.provider_secrets.get("github", ())))
+
+    def receive(self, body: bytes, headers: Mapping[str, str]) -> ReceivedEvent:
+        signature = header(headers, SIGNATURE_HEADER)
+        self.verify(body, signature)
+        text, payload = parse_json_object(body)
+        delivery = header(headers, DELIVERY_HEADER)
+        event = header(headers, EVENT_HEADER)
+        event_type = UNTYPED
+        if event:
+            action = payload.get("action")
+            event_type = f"{event}.{action}" if isinstance(action, str) and action else event
+        return ReceivedEvent(
+            provider=self.name,
+            event_id=identifier(delivery, "delivery id") if delivery else body_digest_id(body),
+            event_type=identifier(event_type, "type"),
+            payload_text=text,
+            raw_body=body,
+            signature=signature,
+        )
+
+    def verify(self, body: bytes, signature: str | None) -> None:
+        """Raise InvalidSignature unless `signature` signs `body` with one of our secrets."""
+        if not self.secrets:
+            raise InvalidSignature("no GITHUB_WEBHOOK_SECRET is configured")
+        if not signature:
+            raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
+        if not body:
+            raise InvalidSignature("empty body")
+        received = signature.encode("utf-8", "replace")
+        for secret in self.secrets:
+            if hmac.compare_digest(received, sign(body, secret).encode("ascii")):
+                return
+        raise InvalidSignature("no signature matches")
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The `X-Hub-Signature-256` value for `body` (tests, `inbox send-test-event`)."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
