@@ -23,7 +23,7 @@ DEFAULT_HANDLER_TIMEOUT_SECONDS = 30.0
 DEFAULT_POLL_INTERVAL_SECONDS = 1.0
 # The relay: delivery threads, and how many of them one destination (host) may occupy
 # (0: half of them, so one hanging host never stalls the others).
-DEFAULT_RELAY_CONCURRENCY = 16
+DEFAULT_RELAY_CONCURRENCY = 32
 DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_HTTP_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_SMTP_TIMEOUT_SECONDS = 30.0

@@ -1,0 +1,100 @@
+"""What a handler receives: the `event` and the `tx` it works in.
+
+```python
+@handler("stripe", "invoice.paid")
+def invoice_paid(event, tx):
+    tx.execute("UPDATE app_users SET plan_status = 'active' WHERE ...", [...])
+    tx.outbox("email.receipt", {"to": ..., "pdf": ...})
+```
+Everything a handler does through `tx` happens in the event's own savepoint inside the
+worker's transaction: it commits together with the event's new status, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from inbox import db
+from inbox.store import worker as store
+
+
+@dataclass(frozen=True)
+class Event:
+    """An inbox event as a handler sees it."""
+
+    provider: str
+    id: str  # the provider's event id (Stripe's evt_...)
+    type: str
+    payload: dict[str, Any]
+    attempt: int  # 1 for the first attempt
+    inbox_id: int  # the inbox row's id
+
+    @property
+    def created(self) -> Any:
+        """The provider's creation time of the event, when the payload has one (Stripe)."""
+        return self.payload.get("created") if isinstance(self.payload, dict) else None
+
+
+class HandlerTx:
+    """The handler's window on the event's transaction.
+
+    The savepoint is opened lazily, by the first statement: a handler that touches no table
+    (or an event without handler) costs no round trip for it.
+    """
+
+    def __init__(self, conn: db.Connection, event: Event) -> None:
+        self._conn = conn
+        self._event = event
+        self._outbox_counts: Counter[str] = Counter()
+        self.in_savepoint = False
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        """Run `sql` in the event's transaction; returns the psycopg cursor."""
+        self._begin()
+        return self._conn.execute(sql, params)
+
+    def outbox(self, topic: str, payload: Any, key: str | None = None) -> bool:
+        """Queue a message for the relay, committed with the event; False if already queued.
+
+        The idempotency key defaults to `provider:event_id:topic:n` (n counts this run's
+        messages of that topic), so a retry or a replay of the event never queues a second
+        copy, and receivers can drop duplicates the relay delivers.
+        """
+        self._begin()
+        n = self._outbox_counts[topic]
+        self._outbox_counts[topic] += 1
+        if key is None:
+            key = f"{self._event.provider}:{self._event.id}:{topic}:{n}"
+        inserted = store.enqueue_outbox(self._conn, self._event.inbox_id, topic, payload, key)
+        return inserted is not None
+
+    def lock_object(self, object_key: str) -> None:
+        """Serialise handlers working on one object: waits for the lock, held until commit."""
+        self._begin()
+        store.lock_object(self._conn, object_key)
+
+    def apply_if_newer(self, object_key: str, created: Any = None) -> bool:
+        """True if this event is not older than the last one applied for `object_key`.
+
+        Providers do not keep order: a handler calls this before changing an object and
+        skips the change when it returns False (a newer event of the object came first).
+        `created` defaults to the event's own `created` (Stripe's seconds); a datetime or a
+        number works. Recording it is part of the event's transaction, and the row lock it
+        takes serialises concurrent events of the same object until commit.
+        """
+        self._begin()
+        if created is None:
+            created = self._event.created
+        if isinstance(created, datetime):
+            created = created.timestamp()
+        if not isinstance(created, int | float):
+            raise TypeError(f"apply_if_newer needs a number or datetime, got {created!r}")
+        return store.apply_if_newer(self._conn, object_key, created, self._event.inbox_id)
+
+    def _begin(self) -> None:
+        if not self.in_savepoint:
+            store.savepoint(self._conn)
+            self.in_savepoint = True

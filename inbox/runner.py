@@ -1,0 +1,260 @@
+"""The process loop shared by the inbox worker and the outbox relay.
+
+A *claimer* leases due rows and processes them (`run_once`), and turns the leases of dead
+processes back into work (`rescue`). The runner does everything else:
+
+- **processes**: a supervisor (inbox/supervisor.py) forks `concurrency` children per loop
+  (after fork each makes its own connections), restarts a child that dies (a poison event
+  calling os._exit, the OOM killer) and kills a child stuck on one item past its time
+  budget (watchdog);
+- **wake-ups**: each child LISTENs on its own autocommit connection and also polls every
+  `poll_interval_seconds`, so a lost notification delays work by at most one interval; the
+  rescue runs on that same tick;
+- **signals**: the first SIGTERM stops claiming; each child finishes the item in hand (the
+  claimer gives back the rest of its batch) and exits 0. A second SIGTERM, or SIGINT, exits
+  at once: the open transaction rolls back and the leases are given back. A child whose
+  parent dies stops the same graceful way (its end of the stop pipe reads EOF).
+
+```python
+spec = LoopSpec(name="relay", database_url=url, listen_query="outbox_listen",
+                make_claimer=lambda control: Relay(settings, control=control),
+                poll_interval_seconds=settings.poll_interval_seconds, concurrency=2)
+sys.exit(run([spec]))
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from inbox import db
+from inbox.errors import DatabaseUnavailable
+from inbox.queries import query
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # an unexpected error (a bug), logged
+EXIT_SHUTDOWN_TIMEOUT = 3  # the graceful stop took too long: children were killed
+EXIT_INTERRUPTED = 130  # second SIGTERM or SIGINT: exited at once, work in hand rolled back
+
+DATABASE_RETRY_SECONDS = 1.0
+
+_DB_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
+
+
+class Control(Protocol):
+    """What a claimer gets from the runner."""
+
+    def stop_requested(self) -> bool:
+        """True once shutdown began: finish the item in hand, start no other."""
+        ...
+
+    def busy(self) -> None:
+        """An item's handler starts now (the watchdog times it)."""
+        ...
+
+    def idle(self) -> None:
+        """The item's handler is done."""
+        ...
+
+
+class Claimer(Protocol):
+    """One loop's unit of work, made in the child process by `LoopSpec.make_claimer`."""
+
+    def run_once(self) -> int:
+        """Claim due items and process them; how many were claimed (0: nothing due)."""
+        ...
+
+    def rescue(self) -> int:
+        """Recover the leases of dead processes; how many."""
+        ...
+
+    def release(self) -> int:
+        """Give back this claimer's leases without charging an attempt (exit at once)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NullControl:
+    """A control that never stops and times nothing (tests, one-off use)."""
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def busy(self) -> None:
+        pass
+
+    def idle(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """One kind of loop and how many processes run it."""
+
+    name: str  # "worker", "relay": for logs
+    database_url: str
+    listen_query: str  # the named query that LISTENs on the wake-up channel
+    make_claimer: Callable[[Control], Claimer]  # called in the child, after fork
+    poll_interval_seconds: float
+    concurrency: int = 1
+    busy_limit_seconds: float | None = None  # watchdog: None or 0 disables it
+
+
+class Heartbeat:
+    """Per-child "busy since" times in shared memory: the watchdog's view of the children."""
+
+    def __init__(self, slots: int) -> None:
+        self._memory = mmap.mmap(-1, 8 * max(slots, 1))  # anonymous, shared across fork
+
+    def set(self, slot: int, value: float) -> None:
+        struct.pack_into("d", self._memory, 8 * slot, value)
+
+    def get(self, slot: int) -> float:
+        return struct.unpack_from("d", self._memory, 8 * slot)[0]
+
+
+class ProcessControl:
+    """A child's control: stop on SIGTERM or when the parent closes (or loses) the stop pipe."""
+
+    def __init__(self, stop_fd: int | None, heartbeat: Heartbeat | None, slot: int) -> None:
+        self._stop_fd = stop_fd
+        self._heartbeat = heartbeat
+        self._slot = slot
+        self._stopping = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def stop_requested(self) -> bool:
+        if not self._stopping and self._stop_fd is not None and _readable([self._stop_fd], 0):
+            self._stopping = True
+        return self._stopping
+
+    def busy(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.set(self._slot, time.monotonic())
+
+    def idle(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.set(self._slot, 0.0)
+
+    def wait(self, timeout: float, listen_fd: int | None = None) -> bool:
+        """Sleep until a notification, a signal, a stop or the timeout; True if notified."""
+        fds = [self.wake_r] + ([self._stop_fd] if self._stop_fd is not None else [])
+        if listen_fd is not None:
+            fds.append(listen_fd)
+        ready = _readable(fds, max(timeout, 0.0))
+        if self.wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_r, 512)
+        if self._stop_fd is not None and self._stop_fd in ready:
+            self._stopping = True
+        return listen_fd is not None and listen_fd in ready
+
+
+class Listener:
+    """An autocommit connection that LISTENs, outside any pool; NOTIFY is only a wake-up."""
+
+    def __init__(self, database_url: str, listen_query: str) -> None:
+        self.conn = db.connect(database_url, application_name="inbox-listener")
+        self.conn.execute(query(listen_query))
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def drain(self) -> int:
+        """Read the notifications that arrived; how many."""
+        self.conn.pgconn.consume_input()
+        count = 0
+        while self.conn.pgconn.notifies() is not None:
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
+    """One child's life: claim while there is work, else wait; rescue on every poll tick."""
+    claimer: Claimer | None = None
+    listener: Listener | None = None
+    next_rescue = 0.0
+    try:
+        while not control.stop_requested():
+            try:
+                if listener is None:
+                    listener = Listener(spec.database_url, spec.listen_query)
+                if claimer is None:
+                    claimer = spec.make_claimer(control)
+                if time.monotonic() >= next_rescue:
+                    claimer.rescue()
+                    next_rescue = time.monotonic() + spec.poll_interval_seconds
+                if claimer.run_once():
+                    listener.drain()  # busy: the claim loop needs no wake-up, keep it read
+                    continue
+                if control.wait(next_rescue - time.monotonic(), listener.fileno()):
+                    listener.drain()
+            except _DB_ERRORS as exc:
+                log.warning("%s: database unavailable (%s); reconnecting", spec.name, exc)
+                _close(claimer, listener)
+                claimer, listener = None, None
+                control.wait(min(spec.poll_interval_seconds, DATABASE_RETRY_SECONDS) or 0.1)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        ignore_stop_signals()
+        if claimer is not None:
+            try:
+                released = claimer.release()
+                if released:
+                    log.info("%s: gave back %d lease(s) on the way out", spec.name, released)
+            except Exception as exc:  # the leases will be rescued as crashed attempts
+                log.warning("%s: could not give back leases: %s", spec.name, exc)
+        return EXIT_INTERRUPTED
+    finally:
+        _close(claimer, listener)
+
+
+def run(specs: Sequence[LoopSpec]) -> int:
+    """Run the loops under a supervisor until SIGTERM/SIGINT; the process's exit code."""
+    from inbox.supervisor import Supervisor
+
+    return Supervisor(specs).run()
+
+
+def ignore_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _readable(fds: list[int], timeout: float) -> list[int]:
+    try:
+        ready, _, _ = select.select(fds, [], [], timeout)
+    except OSError as exc:  # a closed fd: treat it as readable (EOF)
+        if exc.errno == errno.EBADF:
+            return fds
+        raise
+    return ready
+
+
+def _close(*resources: object) -> None:
+    for resource in resources:
+        if resource is not None:
+            with contextlib.suppress(Exception):
+                resource.close()  # type: ignore[attr-defined]

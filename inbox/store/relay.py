@@ -1,0 +1,85 @@
+"""Queries of the relay: claim due outbox messages, record outcomes, release, rescue.
+
+Each function is one statement on an autocommit connection: its own short transaction.
+The SQL is in sql/queries/relay.sql.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from inbox.db import Connection
+from inbox.queries import query
+
+Status = Literal["sent", "dead", "pending"]
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A claimed message: what the transports need to deliver it."""
+
+    id: int
+    topic: str
+    # The payload as JSON text, exactly as the database renders the jsonb: HTTP sends these
+    # bytes without a parse and re-serialisation.
+    payload_json: str
+    idempotency_key: str
+    attempts: int  # including the one in progress
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> OutboxMessage:
+        return cls(*row)
+
+    def payload(self) -> Any:
+        """The payload as Python values."""
+        return json.loads(self.payload_json)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to write for one message after its attempt."""
+
+    id: int
+    status: Status
+    error: str | None = None
+    delay_seconds: float = 0.0
+
+
+def claim(
+    conn: Connection, locked_by: str, limit: int, skip_topics: Iterable[str] = ()
+) -> list[OutboxMessage]:
+    """Lease up to `limit` due messages, counting the attempt; see `outbox_claim`."""
+    params = {"limit": limit, "locked_by": locked_by, "skip_topics": list(skip_topics)}
+    rows = conn.execute(query("outbox_claim"), params).fetchall()
+    return sorted((OutboxMessage.from_row(row) for row in rows), key=lambda m: m.id)
+
+
+def record_outcomes(conn: Connection, locked_by: str, outcomes: Sequence[Outcome]) -> int:
+    """Write a batch of outcomes in one statement; returns how many rows changed."""
+    if not outcomes:
+        return 0
+    params = {
+        "locked_by": locked_by,
+        "ids": [o.id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "delays": [float(o.delay_seconds) for o in outcomes],
+    }
+    return len(conn.execute(query("outbox_record_outcomes"), params).fetchall())
+
+
+def release(conn: Connection, locked_by: str, ids: Sequence[int]) -> int:
+    """Give back messages claimed but not started, uncounting their attempt."""
+    if not ids:
+        return 0
+    cur = conn.execute(query("outbox_release"), {"locked_by": locked_by, "ids": list(ids)})
+    return cur.rowcount
+
+
+def rescue(conn: Connection, max_attempts: int) -> list[tuple[int, str]]:
+    """Take back messages held by relays that died; returns (id, new status) pairs."""
+    rows = conn.execute(query("outbox_rescue"), {"max_attempts": max_attempts}).fetchall()
+    return [(row[0], row[1]) for row in rows]

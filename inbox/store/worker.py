@@ -1,0 +1,152 @@
+"""Queries of the inbox worker: claim, finish, rescue, release, and the handler's helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from inbox import db
+from inbox.queries import query
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one event, from claim to outcome. The fence of inbox_finish."""
+
+    inbox_id: int
+    attempts: int  # including the attempt this lease is for
+    backend: int
+    locked_at: datetime
+    locked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """One row of inbox_claim."""
+
+    lease: Lease
+    provider: str
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    crashes: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], worker: str) -> ClaimedEvent:
+        inbox_id, provider, event_id, event_type, payload, attempts, crashes, backend, at = row
+        return cls(
+            lease=Lease(inbox_id, attempts, backend, at, worker),
+            provider=provider,
+            event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+            crashes=crashes,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: a row for inbox_finish.
+
+    status is the event's new status; outcome is the attempts-history word (see
+    inbox_finish in sql/queries/worker.sql).
+    """
+
+    lease: Lease
+    status: str
+    outcome: str
+    delay_seconds: float | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+
+
+def claim(conn: db.Connection, worker: str, batch: int) -> list[ClaimedEvent]:
+    """Lease up to `batch` due events (its own transaction: the connection is autocommit)."""
+    rows = conn.execute(query("inbox_claim"), {"worker": worker, "batch": batch}).fetchall()
+    events = [ClaimedEvent.from_row(row, worker) for row in rows]
+    events.sort(key=lambda e: e.lease.inbox_id)
+    return events
+
+
+def set_handler_budget(conn: db.Connection, timeout_seconds: float) -> None:
+    """statement_timeout and idle_in_transaction_session_timeout for this transaction."""
+    timeout_ms = str(max(int(timeout_seconds * 1000), 0))
+    conn.execute(query("inbox_handler_budget"), {"timeout_ms": timeout_ms})
+
+
+def savepoint(conn: db.Connection) -> None:
+    conn.execute(query("inbox_handler_savepoint"))
+
+
+def release_savepoint(conn: db.Connection) -> None:
+    conn.execute(query("inbox_handler_savepoint_release"))
+
+
+def rollback_savepoint(conn: db.Connection) -> None:
+    conn.execute(query("inbox_handler_savepoint_rollback"))
+
+
+def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
+    """Write the outcomes (status, history, end of lease) in one statement; rows finished."""
+    if not outcomes:
+        return 0
+    params = {
+        "ids": [o.lease.inbox_id for o in outcomes],
+        "backends": [o.lease.backend for o in outcomes],
+        "locked_ats": [o.lease.locked_at for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "outcomes": [o.outcome for o in outcomes],
+        "delays": [o.delay_seconds for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "started_ats": [o.started_at for o in outcomes],
+        "workers": [o.lease.locked_by for o in outcomes],
+    }
+    row = conn.execute(query("inbox_finish"), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def dead_leases(conn: db.Connection, limit: int = 1000) -> list[Lease]:
+    """Leases held by backends that are gone: their workers died mid-attempt."""
+    rows = conn.execute(query("inbox_dead_leases"), {"limit": limit}).fetchall()
+    return [
+        Lease(inbox_id, attempts, backend, locked_at, locked_by)
+        for inbox_id, attempts, locked_by, backend, locked_at in rows
+    ]
+
+
+def release(conn: db.Connection) -> int:
+    """Give back this connection's leases without charging their attempts."""
+    return len(conn.execute(query("inbox_release")).fetchall())
+
+
+def enqueue_outbox(
+    conn: db.Connection, inbox_id: int, topic: str, payload: Any, idempotency_key: str
+) -> int | None:
+    """Add an outbox message; its id, or None when the key was already there."""
+    row = conn.execute(
+        query("outbox_enqueue"),
+        {
+            "inbox_id": inbox_id,
+            "topic": topic,
+            "payload": json.dumps(payload),
+            "idempotency_key": idempotency_key,
+        },
+    ).fetchone()
+    return row[0] if row else None
+
+
+def apply_if_newer(conn: db.Connection, object_key: str, created: float, inbox_id: int) -> bool:
+    """True (and recorded) unless a strictly newer version of the object was applied."""
+    row = conn.execute(
+        query("inbox_object_apply_if_newer"),
+        {"object_key": object_key, "created": created, "inbox_id": inbox_id},
+    ).fetchone()
+    return row is not None
+
+
+def lock_object(conn: db.Connection, object_key: str) -> None:
+    """Wait for, then hold until the transaction ends, the advisory lock of one object."""
+    conn.execute(query("inbox_object_lock"), {"object_key": object_key})

@@ -1,0 +1,73 @@
+"""Transports: how a message leaves the building, one module per kind of route.
+
+Each transport has `deliver(message, route) -> Result` and `close()`. `deliver` runs in a
+relay thread, never inside a database transaction, and must return within its timeouts.
+It never raises for a delivery problem: it says what happened (sent, retry or dead) and
+the relay records that; an unexpected exception is treated as a retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from inbox.config import Settings
+    from inbox.routes import Route
+    from inbox.store.relay import OutboxMessage
+
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Result:
+    """The answer of one delivery attempt.
+
+    sent:  the destination took it (2xx, SMTP accepted, logged).
+    retry: try again later, with backoff (never sooner than `retry_after_seconds`).
+    dead:  no retry can fix it (a 4xx, a refused recipient, a malformed email).
+    """
+
+    status: Literal["sent", "retry", "dead"]
+    error: str | None = None
+    retry_after_seconds: float | None = None
+
+    @classmethod
+    def sent(cls) -> Result:
+        return SENT
+
+    @classmethod
+    def retry(cls, error: str, retry_after_seconds: float | None = None) -> Result:
+        return cls("retry", _clip(error), retry_after_seconds)
+
+    @classmethod
+    def dead(cls, error: str) -> Result:
+        return cls("dead", _clip(error))
+
+
+SENT = Result("sent")
+
+
+class Transport(Protocol):
+    def deliver(self, message: OutboxMessage, route: Route) -> Result: ...
+
+    def close(self) -> None: ...
+
+
+def build_transports(settings: Settings) -> dict[str, Transport]:
+    """One transport per URL scheme, shared by all delivery threads (they are thread-safe)."""
+    from inbox.transports.http import HttpTransport
+    from inbox.transports.log import LogTransport
+    from inbox.transports.smtp import SmtpTransport
+
+    http = HttpTransport(
+        connect_timeout_seconds=settings.http_connect_timeout_seconds,
+        read_timeout_seconds=settings.http_read_timeout_seconds,
+    )
+    smtp = SmtpTransport(timeout_seconds=settings.smtp_timeout_seconds)
+    return {"http": http, "https": http, "smtp": smtp, "smtps": smtp, "log": LogTransport()}
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

@@ -1,0 +1,232 @@
+"""HTTP(S) transport: POST the payload as JSON, with an Idempotency-Key and, when the route
+has secrets, Standard Webhooks signature headers.
+
+Outcomes: any 2xx is sent; 408, 425, 429, 5xx, 3xx, timeouts and connection errors are
+retried (honouring Retry-After); every other 4xx is dead, with the status and the start of
+the answer in last_error (410 Gone: the endpoint is gone).
+
+The client is the standard library's http.client with one keep-alive connection per
+(delivery thread, origin). Measured on the 2-core machine against a local sink, it does
+4,100 requests/s with 8 threads where urllib3 2.x does 1,500: urllib3 writes the headers
+and the body of a request in two socket writes, http.client in one, and on loopback each
+write costs a full trip through the TCP stack (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import functools
+import hashlib
+import hmac
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from inbox.routes import Route
+from inbox.store.relay import OutboxMessage
+from inbox.transports import Result
+
+USER_AGENT = "webhook-inbox-relay/0.1"
+BASE_HEADERS = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+RETRY_STATUSES = frozenset({408, 425, 429})
+MAX_EXCERPT_BYTES = 300
+MAX_RESPONSE_BYTES = 64 * 1024
+# A kept-alive connection idle longer than this is not reused: servers close idle
+# connections (often after 60 s or less), and a request sent into one that is closing fails.
+MAX_IDLE_SECONDS = 30.0
+# A reused connection that the server had already closed fails before any answer: the
+# request is sent once more, on a new connection. (Had the server processed it after all,
+# the Idempotency-Key lets it drop the copy.)
+STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+)
+
+Origin = tuple[str, str, int]
+
+
+class ConnectTimeout(TimeoutError):
+    """The connection could not be made within the connect timeout."""
+
+
+class _Kept:
+    """A thread's kept-alive connection to one origin."""
+
+    __slots__ = ("conn", "last_used")
+
+    def __init__(self, conn: http.client.HTTPConnection) -> None:
+        self.conn = conn
+        self.last_used = time.monotonic()
+
+
+class HttpTransport:
+    """POSTs over keep-alive connections, one per (delivery thread, origin)."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.read_timeout_seconds = read_timeout_seconds
+        self.clock = clock
+        self._local = threading.local()
+        self._all: list[dict[Origin, _Kept]] = []
+        self._all_lock = threading.Lock()
+        self._tls = ssl.create_default_context()
+
+    def deliver(self, message: OutboxMessage, route: Route) -> Result:
+        key = message.idempotency_key
+        if not key.isascii() or not key.isprintable():
+            return Result.dead(f"idempotency key {key!r} cannot be sent in an HTTP header")
+        body = message.payload_json.encode()
+        headers = {**BASE_HEADERS, "Idempotency-Key": key}
+        if route.secrets:
+            headers.update(signature_headers(key, int(self.clock()), body, route.secrets))
+        origin, target = _split(route.url)
+        try:
+            status, excerpt, retry_after = self._post(origin, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            return Result.retry(f"POST {route.url}: {_describe(exc)}")
+        return classify(status, excerpt, retry_after, now=self.clock())
+
+    def close(self) -> None:
+        with self._all_lock:
+            for kept in self._all:
+                for connection in kept.values():
+                    connection.conn.close()
+                kept.clear()
+
+    def _post(
+        self, origin: Origin, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str, str | None]:
+        kept = self._kept()
+        connection = kept.pop(origin, None)
+        if connection and time.monotonic() - connection.last_used > MAX_IDLE_SECONDS:
+            connection.conn.close()
+            connection = None
+        reused = connection is not None
+        if connection is None:
+            connection = _Kept(self._connect(origin))
+        try:
+            try:
+                response = _request(connection.conn, target, body, headers)
+            except STALE_CONNECTION_ERRORS:
+                if not reused:
+                    raise
+                connection.conn.close()
+                connection = _Kept(self._connect(origin))
+                response = _request(connection.conn, target, body, headers)
+            data = response.read(MAX_RESPONSE_BYTES)
+            finished = response.isclosed() or not response.read(1)
+        except BaseException:
+            connection.conn.close()
+            raise
+        if finished and not response.will_close:
+            connection.last_used = time.monotonic()
+            kept[origin] = connection
+        else:  # an answer too long to read to its end, or the server closes: not reusable
+            connection.conn.close()
+        excerpt = data[:MAX_EXCERPT_BYTES].decode("utf-8", "replace").strip()
+        return response.status, excerpt, response.getheader("Retry-After")
+
+    def _connect(self, origin: Origin) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout_seconds,
+                                               context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout_seconds)
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            raise ConnectTimeout(f"no connection within {self.connect_timeout_seconds} s") from exc
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sock.settimeout(self.read_timeout_seconds)  # from now on: between two reads
+        return conn
+
+    def _kept(self) -> dict[Origin, _Kept]:
+        kept = getattr(self._local, "kept", None)
+        if kept is None:
+            kept = self._local.kept = {}
+            with self._all_lock:
+                self._all.append(kept)
+        return kept
+
+
+def _request(
+    conn: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]
+) -> http.client.HTTPResponse:
+    conn.request("POST", target, body=body, headers=headers)  # headers and body: one write
+    return conn.getresponse()
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(url: str) -> tuple[Origin, str]:
+    """(scheme, host, port) and the request target (path and query) of a route URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, parts.hostname or "", port), target
+
+
+def classify(status: int, excerpt: str, retry_after: str | None, *, now: float) -> Result:
+    """The outcome of an HTTP answer (a pure function of the answer)."""
+    if 200 <= status < 300:
+        return Result.sent()
+    answer = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if status in RETRY_STATUSES or status >= 500 or status < 400:
+        return Result.retry(answer, parse_retry_after(retry_after, now=now))
+    if status == 410:
+        return Result.dead(f"endpoint gone, {answer}")
+    return Result.dead(answer)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; parsedate gives naive for "-0000"
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def signature_headers(
+    msg_id: str, timestamp: int, body: bytes, secrets: Sequence[bytes]
+) -> Mapping[str, str]:
+    """Standard Webhooks headers: HMAC-SHA256 of `id.timestamp.body`, one per secret."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        for key in secrets
+    )
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signatures,
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    """A short name for a network failure: "ReadTimeout: ...", "ConnectionRefusedError: ..."."""
+    if isinstance(exc, ConnectTimeout):
+        return f"ConnectTimeout: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"ReadTimeout: no answer within the read timeout ({exc})"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,200 @@
+"""The inbox worker: lease due events, run their handlers, record the outcomes.
+
+One `run_once()` is:
+1. **claim** (`inbox_claim`, autocommit): up to `batch_size` due events are leased to this
+   connection's backend and their attempt is counted, durably, before any handler runs;
+2. **process**, in ONE transaction: each event's handler in its own savepoint (a failing
+   handler rolls back only its own writes), then all outcomes in one statement
+   (`inbox_finish`): handler writes, outbox rows and status changes commit together;
+3. events that crashed a worker before are claimed at most one at a time and processed
+   alone, in their own transaction, so a poison event only takes itself down.
+
+`rescue()` turns leases of dead backends (a SIGKILLed or OOM-killed worker) into failed
+attempts; every worker runs it on its poll tick. The runner (inbox/runner.py) drives both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from datetime import UTC, datetime
+
+from inbox import db
+from inbox.backoff import next_attempt_delay_seconds
+from inbox.config import Settings
+from inbox.errors import DatabaseUnavailable, Permanent
+from inbox.handler_tx import Event, HandlerTx
+from inbox.registry import Registry
+from inbox.runner import Control, LoopSpec, NullControl
+from inbox.store import worker as store
+from inbox.store.worker import ClaimedEvent, Lease, Outcome
+
+log = logging.getLogger(__name__)
+
+# Events leased and processed per transaction. Larger batches drain faster (fewer round
+# trips and commits) but hold the handlers' row locks longer, and past 64 writing handlers
+# per transaction PostgreSQL's subtransaction cache overflows (one subxid per savepoint that
+# wrote), which slows every other session's snapshots.
+DEFAULT_BATCH_SIZE = 32
+MAX_ERROR_CHARS = 2000
+LISTEN_QUERY = "inbox_listen"
+
+
+class Worker:
+    """One claimer of the inbox, on its own connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        name: str,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        control: Control | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.name = name
+        self.batch_size = max(1, batch_size)
+        self.control = control or NullControl()
+        self.rng = rng or random.Random()
+        self.max_attempts = max(1, settings.max_attempts)
+        self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
+
+    # -- the Claimer protocol ------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim one batch and process it; the number of events claimed (0: none due)."""
+        claimed = store.claim(self.conn, self.name, self.batch_size)
+        if not claimed:
+            return 0
+        fresh = [event for event in claimed if event.crashes == 0]
+        suspects = [event for event in claimed if event.crashes > 0]
+        if fresh:
+            self._process(fresh)
+        for event in suspects:
+            self._process([event])
+        return len(claimed)
+
+    def rescue(self) -> int:
+        """Count the attempts of dead workers' leases as failed; the number rescued."""
+        leases = store.dead_leases(self.conn)
+        if not leases:
+            return 0
+        outcomes = [self._crash_outcome(lease) for lease in leases]
+        rescued = store.finish(self.conn, outcomes)  # one statement: atomic on its own
+        if rescued:
+            log.warning("rescued %d event(s) from dead workers", rescued)
+        return rescued
+
+    def release(self) -> int:
+        """Give back this worker's leases uncharged (exit at once); best effort."""
+        if self.conn.closed or self.conn.broken:
+            return 0
+        return store.release(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- processing ------------------------------------------------------------------------
+
+    def _process(self, events: list[ClaimedEvent]) -> None:
+        outcomes: list[Outcome] = []
+        with self.conn.transaction():
+            store.set_handler_budget(self.conn, self.settings.handler_timeout_seconds)
+            for claimed in events:
+                if self.control.stop_requested():
+                    # Shutting down: finish the event in hand, give the rest back.
+                    outcomes.append(Outcome(claimed.lease, "pending", "released"))
+                    continue
+                outcomes.append(self._run_handler(claimed))
+            finished = store.finish(self.conn, outcomes)
+        if finished != len(outcomes):
+            log.warning("%d of %d leases were lost before their outcome was recorded",
+                        len(outcomes) - finished, len(outcomes))
+
+    def _run_handler(self, claimed: ClaimedEvent) -> Outcome:
+        lease = claimed.lease
+        started = datetime.now(UTC)
+        func = self.registry.lookup(claimed.provider, claimed.event_type)
+        if func is None:
+            return Outcome(lease, "ignored", "ignored", started_at=started)
+        event = Event(
+            provider=claimed.provider,
+            id=claimed.event_id,
+            type=claimed.event_type,
+            payload=claimed.payload,
+            attempt=lease.attempts,
+            inbox_id=lease.inbox_id,
+        )
+        tx = HandlerTx(self.conn, event)
+        self.control.busy()
+        try:
+            func(event, tx)
+            if tx.in_savepoint:
+                if self.conn.info.transaction_status.name == "INERROR":
+                    raise RuntimeError("the handler caught a database error and carried on")
+                store.release_savepoint(self.conn)
+        except Exception as exc:
+            if self.conn.broken:
+                # The backend is gone (killed by the idle timeout, or the database went
+                # away): nothing more can be written; the leases are rescued as crashes.
+                raise DatabaseUnavailable(f"connection lost during a handler: {exc}") from exc
+            if tx.in_savepoint:
+                store.rollback_savepoint(self.conn)
+            return self._failure_outcome(lease, exc, started)
+        finally:
+            self.control.idle()
+        return Outcome(lease, "processed", "processed", started_at=started)
+
+    def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
+        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        if isinstance(exc, Permanent) or lease.attempts >= self.max_attempts:
+            log.error("event %s is dead after attempt %d: %s", lease.inbox_id, lease.attempts,
+                      error)
+            return Outcome(lease, "dead", "dead", error=error, started_at=started)
+        delay = self._delay_seconds(lease.attempts)
+        log.warning("event %s failed attempt %d, retry in %.1fs: %s", lease.inbox_id,
+                    lease.attempts, delay, error)
+        return Outcome(lease, "pending", "retry", delay, error, started)
+
+    def _crash_outcome(self, lease: Lease) -> Outcome:
+        error = f"worker died during attempt {lease.attempts} ({lease.locked_by})"
+        if lease.attempts >= self.max_attempts:
+            log.error("event %s is dead: %s", lease.inbox_id, error)
+            return Outcome(lease, "dead", "crashed", error=error, started_at=lease.locked_at)
+        delay = self._delay_seconds(lease.attempts)
+        return Outcome(lease, "pending", "crashed", delay, error, lease.locked_at)
+
+    def _delay_seconds(self, attempt: int) -> float:
+        return next_attempt_delay_seconds(
+            attempt, self.settings.retry_base_seconds, self.settings.retry_cap_seconds, self.rng
+        )
+
+
+def loop_spec(
+    settings: Settings,
+    registry: Registry,
+    *,
+    concurrency: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> LoopSpec:
+    """The worker's loop for the runner: `concurrency` processes, each one Worker."""
+    host = socket.gethostname()
+
+    def make_claimer(control: Control) -> Worker:  # runs in the child, after fork
+        return Worker(settings, registry, name=f"{host}:{os.getpid()}",
+                      batch_size=batch_size, control=control)
+
+    return LoopSpec(
+        name="worker",
+        database_url=settings.require_database_url(),
+        listen_query=LISTEN_QUERY,
+        make_claimer=make_claimer,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        concurrency=concurrency,
+        busy_limit_seconds=settings.handler_timeout_seconds,
+    )

@@ -1,0 +1,87 @@
+-- name: outbox_claim
+-- Take up to %(limit)s due messages as a lease, in one autocommit statement: the attempt is
+-- counted now, before any network call, and the row is marked as held by this relay
+-- (locked_by) and by its connection (locked_backend: if that backend disappears, the relay
+-- died and outbox_rescue takes the row back). next_attempt_at = 'infinity' takes the row
+-- out of the due index while it is held. No transaction stays open during delivery.
+-- Topics in %(skip_topics)s go to a destination that is busy right now; leaving them lets
+-- the claim take messages for every other destination (no head-of-line blocking).
+WITH due AS (
+    SELECT id
+    FROM outbox
+    WHERE status = 'pending'
+      AND next_attempt_at <= now()
+      AND topic <> ALL (%(skip_topics)s::text[])
+    ORDER BY next_attempt_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox
+SET attempts = outbox.attempts + 1,
+    locked_by = %(locked_by)s,
+    locked_backend = pg_backend_pid(),
+    locked_at = now(),
+    next_attempt_at = 'infinity'
+FROM due
+WHERE outbox.id = due.id
+RETURNING outbox.id, outbox.topic, outbox.payload::text AS payload_json,
+          outbox.idempotency_key, outbox.attempts;
+
+-- name: outbox_record_outcomes
+-- The outcomes of a batch of deliveries, in one statement: 'sent', 'dead', or 'pending' again
+-- with its next attempt %(delays)s seconds from now. Only rows this relay still holds are
+-- changed; a 'sent' is also kept for a row the crash rescue took back meanwhile (it was
+-- delivered: better recorded than sent again).
+UPDATE outbox
+SET status = r.status,
+    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE outbox.sent_at END,
+    last_error = COALESCE(r.error, outbox.last_error),
+    next_attempt_at = now() + make_interval(secs => r.delay_seconds),
+    locked_by = NULL,
+    locked_backend = NULL,
+    locked_at = NULL
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
+            %(delays)s::float8[]) AS r (id, status, error, delay_seconds)
+WHERE outbox.id = r.id
+  AND outbox.status = 'pending'
+  AND (outbox.locked_by = %(locked_by)s OR (r.status = 'sent' AND outbox.locked_by IS NULL))
+RETURNING outbox.id;
+
+-- name: outbox_release
+-- Hand back messages claimed but never started (a relay shutting down): the attempt is
+-- uncounted and the message is due at once for the next relay.
+UPDATE outbox
+SET attempts = greatest(attempts - 1, 0),
+    next_attempt_at = now(),
+    locked_by = NULL,
+    locked_backend = NULL,
+    locked_at = NULL
+WHERE id = ANY (%(ids)s::bigint[])
+  AND status = 'pending'
+  AND locked_by = %(locked_by)s;
+
+-- name: outbox_rescue
+-- Crash rescue, run on every poll tick by every relay: a message held by a backend that no
+-- longer exists (or whose pid now belongs to a backend started after the claim) belongs to a
+-- relay that died (SIGKILL, OOM, lost connection) between claim and outcome. Its attempt was already counted by the claim, so it is due again at once,
+-- or dead when that was the last attempt. The message may have reached its destination
+-- before the crash; the re-send carries the same Idempotency-Key (at least once).
+UPDATE outbox
+SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    next_attempt_at = now(),
+    last_error = 'relay stopped during attempt ' || attempts
+                 || ' (crashed or lost its database connection)',
+    locked_by = NULL,
+    locked_backend = NULL,
+    locked_at = NULL
+WHERE locked_backend IS NOT NULL
+  AND status = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity AS a
+      WHERE a.pid = outbox.locked_backend AND a.backend_start <= outbox.locked_at
+  )
+RETURNING id, status;
+
+-- name: outbox_listen
+-- Wake-ups: handlers NOTIFY this channel when they add outbox rows (polling is the fallback).
+LISTEN outbox_messages;

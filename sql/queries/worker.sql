@@ -1,0 +1,160 @@
+-- name: inbox_listen
+-- The worker's wake-up channel: the receiver's inbox_insert notifies it for each new event.
+LISTEN inbox_events;
+
+-- name: inbox_claim
+-- Lease up to %(batch)s due events to this worker, in one autocommit statement. The attempt
+-- is counted here, durably, before any handler runs: a worker that dies mid-handler has still
+-- used an attempt, so a poison event ends `dead` instead of crash-looping.
+-- `next_attempt_at = 'infinity'` takes a leased row out of the claim's reach while it stays
+-- `pending`; `locked_backend` lets the crash rescue see that its holder died.
+-- Events that crashed a worker before (crashes > 0) are suspects: at most one per claim,
+-- processed alone. The rows `due` locked but `picked` left out are unlocked at once, untouched.
+-- inbox_due_idx (next_attempt_at, id) WHERE status = 'pending' matches WHERE and ORDER BY.
+WITH due AS (
+    SELECT id, crashes > 0 AS suspect
+    FROM inbox
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at, id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM due WHERE NOT suspect
+    UNION ALL
+    (SELECT id FROM due WHERE suspect ORDER BY id LIMIT 1)
+)
+UPDATE inbox
+SET attempts = inbox.attempts + 1,
+    locked_by = %(worker)s,
+    locked_backend = pg_backend_pid(),
+    locked_at = now(),
+    next_attempt_at = 'infinity'
+FROM picked
+WHERE inbox.id = picked.id
+RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payload,
+          inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at;
+
+-- name: inbox_handler_budget
+-- The time budget of one processing transaction, local to it: a statement that runs longer
+-- is cancelled, and a handler that sits idle in the transaction (stuck in Python, waiting on
+-- a socket) gets its backend terminated, so no row, connection or snapshot is held for long.
+SELECT set_config('statement_timeout', %(timeout_ms)s, true),
+       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true);
+
+-- name: inbox_handler_savepoint
+SAVEPOINT inbox_handler;
+
+-- name: inbox_handler_savepoint_release
+RELEASE SAVEPOINT inbox_handler;
+
+-- name: inbox_handler_savepoint_rollback
+-- Undo only this handler's writes; the batch's transaction carries on.
+ROLLBACK TO SAVEPOINT inbox_handler; RELEASE SAVEPOINT inbox_handler;
+
+-- name: inbox_finish
+-- Record the outcome of leased events, all of a batch in one statement, inside the batch's
+-- transaction (so with the handlers' writes): the status change, the attempts history and the
+-- end of the lease. Fenced on the lease (backend and time): a row whose lease has changed
+-- hands is left alone. Outcomes:
+--   processed / ignored: final, processed_at set.
+--   retry: back to `pending`, due after delay_seconds.   dead: final until replayed.
+--   crashed: the worker died during the attempt (written by the crash rescue), status
+--            `pending` (retry) or `dead`; counts in `crashes`.
+--   released: never started (shutdown): back to `pending` now, the attempt given back,
+--            no history row.
+-- Returns the number of rows finished.
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(backends)s::integer[], %(locked_ats)s::timestamptz[],
+                %(statuses)s::text[], %(outcomes)s::text[], %(delays)s::float8[],
+                %(errors)s::text[], %(started_ats)s::timestamptz[], %(workers)s::text[])
+         AS o(id, backend, locked_at, status, outcome, delay_seconds, error, started_at, worker)
+), finished AS (
+    UPDATE inbox
+    SET status = o.status,
+        attempts = inbox.attempts - (o.outcome = 'released')::integer,
+        next_attempt_at = statement_timestamp()
+                          + make_interval(secs => coalesce(o.delay_seconds, 0)),
+        last_error = coalesce(o.error, inbox.last_error),
+        processed_at = CASE WHEN o.status IN ('processed', 'ignored')
+                            THEN statement_timestamp() ELSE inbox.processed_at END,
+        crashes = inbox.crashes + (o.outcome = 'crashed')::integer,
+        locked_by = NULL,
+        locked_backend = NULL,
+        locked_at = NULL
+    FROM outcome o
+    WHERE inbox.id = o.id
+      AND inbox.status = 'pending'
+      AND inbox.locked_backend = o.backend
+      AND inbox.locked_at = o.locked_at
+    RETURNING inbox.id, inbox.attempts
+), recorded AS (
+    INSERT INTO inbox_attempts (inbox_id, attempt, worker, started_at, finished_at, outcome,
+                                error)
+    SELECT f.id, f.attempts, o.worker, coalesce(o.started_at, statement_timestamp()),
+           statement_timestamp(), o.outcome, o.error
+    FROM finished f JOIN outcome o USING (id)
+    WHERE o.outcome <> 'released'
+)
+SELECT count(*) FROM finished;
+
+-- name: inbox_dead_leases
+-- Leases whose worker is gone: the backend that claimed them is no longer connected, or its
+-- pid now belongs to a backend started after the claim. (backend_start is NULL for another
+-- role's sessions without pg_read_all_stats: such a lease counts as alive.) Cheap when
+-- nothing is leased: the partial index inbox_locked_idx holds only leased rows. A plain
+-- SELECT, not FOR UPDATE: every lease it sees was committed, so its backend had started,
+-- before pg_stat_activity was read (a FOR UPDATE re-check could see a newer lease than that
+-- snapshot). inbox_finish then fences on the lease itself, so two rescuers racing finish each
+-- lease once.
+SELECT id, attempts, locked_by, locked_backend, locked_at
+FROM inbox
+WHERE locked_backend IS NOT NULL
+  AND status = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity a
+      WHERE a.pid = inbox.locked_backend
+        AND (a.backend_start IS NULL OR a.backend_start <= inbox.locked_at)
+  )
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: inbox_release
+-- Give back this connection's leases without charging an attempt: used when a worker exits
+-- at once (second SIGTERM, SIGINT) after its open transaction rolled back.
+UPDATE inbox
+SET attempts = greatest(attempts - 1, 0),
+    next_attempt_at = now(),
+    locked_by = NULL,
+    locked_backend = NULL,
+    locked_at = NULL
+WHERE locked_backend = pg_backend_pid() AND status = 'pending'
+RETURNING id;
+
+-- name: outbox_enqueue
+-- A handler's message, in the handler's transaction. The idempotency key is unique: a
+-- re-run of the same event (a retry, a replay) finds its message already there and adds
+-- nothing. Wakes the relay (the notification is sent at commit, dropped on rollback).
+WITH inserted AS (
+    INSERT INTO outbox (inbox_id, topic, payload, idempotency_key)
+    VALUES (%(inbox_id)s, %(topic)s, %(payload)s::jsonb, %(idempotency_key)s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify('outbox_messages', '') FROM inserted;
+
+-- name: inbox_object_apply_if_newer
+-- Record that the event of `created` is the newest applied for `object_key`, unless a
+-- strictly newer one was applied before. A row back means "apply it". The row lock taken by
+-- the upsert also serialises concurrent events of one object until the transaction ends.
+INSERT INTO inbox_object_versions AS v (object_key, last_created, inbox_id)
+VALUES (%(object_key)s, %(created)s, %(inbox_id)s)
+ON CONFLICT (object_key) DO UPDATE
+SET last_created = EXCLUDED.last_created, inbox_id = EXCLUDED.inbox_id, updated_at = now()
+WHERE v.last_created <= EXCLUDED.last_created
+RETURNING 1;
+
+-- name: inbox_object_lock
+-- Serialise work on one business object until the end of the transaction (not released by
+-- a savepoint rollback).
+SELECT pg_advisory_xact_lock(hashtextextended(%(object_key)s, 0));
