@@ -25,7 +25,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from inbox.dev import database_url
     from inbox.migrations import migrate
 
-    applied = migrate(database_url(settings))
+    applied = migrate(database_url(settings), handler_modules=settings.handler_modules)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return EXIT_OK
 
@@ -37,6 +37,81 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     return run_dev(settings, port=args.port)
 
 
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    """Deliver outbox messages by INBOX_ROUTES until SIGTERM (the Procfile's relay line)."""
+    from inbox.relay import run_relay
+
+    return run_relay(settings, concurrency=args.concurrency, processes=args.processes)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run handlers for due inbox events until SIGTERM (the Procfile's worker line)."""
+    from inbox import runner, worker
+    from inbox.registry import load_handlers
+
+    registry = load_handlers(settings.handler_modules)  # fails here, before any fork
+    spec = worker.loop_spec(
+        settings, registry, concurrency=args.concurrency, batch_size=args.batch_size
+    )
+    specs = [spec]
+    if args.with_relay:  # small deployments: one dyno runs handlers and deliveries
+        from inbox import relay
+
+        specs.append(relay.loop_spec(settings))
+    return runner.run(specs)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print event and message counts by status."""
+    import json
+
+    from inbox import db
+    from inbox.dev import database_url
+    from inbox.store import audit, ops
+
+    with db.connect(database_url(settings)) as conn:
+        counts = ops.status_counts(conn)
+        counts.update(audit.status_extras(conn))  # backlog age, last hour's throughput
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        for table, by_status in counts.items():
+            print(f"{table + ':':8}" + "  ".join(f"{k} {v}" for k, v in by_status.items()))
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Put events back to pending with a fresh attempt budget (history kept)."""
+    from inbox import db
+    from inbox.dev import database_url
+    from inbox.store import ops
+
+    if bool(args.event_ids) == bool(args.status):
+        print("inbox replay: give EVENT_ID... or --status", file=sys.stderr)
+        return EXIT_USAGE
+    if args.event_ids and (args.since or args.until):
+        print("inbox replay: --since/--until go with --status", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        from inbox.events_cli import run_replay_dry_run
+
+        return run_replay_dry_run(args, settings)
+    with db.connect(database_url(settings)) as conn:
+        if args.event_ids:
+            replayed = ops.replay_events(conn, args.event_ids, args.provider)
+        else:
+            replayed = ops.replay_status(conn, args.status, args.type, args.provider,
+                                         since=args.since, until=args.until)
+    for provider, event_id in replayed:
+        print(f"replayed {provider} {event_id}")
+    print(f"{len(replayed)} event(s) back to pending")
+    missing = set(args.event_ids) - {event_id for _, event_id in replayed}
+    if missing:
+        print(f"not found or held by a worker now: {', '.join(sorted(missing))}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,9 +119,55 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
 
+    relay = sub.add_parser("relay", help="deliver outbox messages (HTTP, SMTP, log)")
+    relay.add_argument(
+        "--concurrency", type=int, default=None, metavar="N",
+        help="delivery threads per process (default INBOX_RELAY_CONCURRENCY or 32)",
+    )
+    relay.add_argument("--processes", type=int, default=1, metavar="P",
+                       help="relay processes (default 1)")
+    relay.set_defaults(func=cmd_relay)
+
+    worker = sub.add_parser("worker", help="run handlers for due inbox events")
+    worker.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="worker processes (default 1; scale further with more dynos)")
+    worker.add_argument("--batch-size", type=int, default=32, metavar="N",
+                        help="events leased and processed per transaction (default 32)")
+    worker.add_argument("--with-relay", action="store_true",
+                        help="also run a relay process (one dyno for small deployments)")
+    worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser("status", help="count events and messages by status")
+    status.add_argument("--json", action="store_true", help="print the counts as JSON")
+    status.set_defaults(func=cmd_status)
+
+    replay = sub.add_parser("replay", help="put events back to pending with a fresh budget")
+    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="provider event ids")
+    replay.add_argument("--status", choices=["dead", "ignored", "processed"],
+                        help="replay every event in this status")
+    replay.add_argument("--type", help="only events of this type (with --status)")
+    replay.add_argument("--provider", help="only events of this provider")
+    from inbox.timespec import time_arg
+
+    replay.add_argument("--since", type=time_arg, metavar="WHEN",
+                        help="with --status: received at or after WHEN (2h, 3d, 2024-07-25)")
+    replay.add_argument("--until", type=time_arg, metavar="WHEN",
+                        help="with --status: received before WHEN")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="print what would be replayed; change nothing")
+    replay.set_defaults(func=cmd_replay)
+
     dev = sub.add_parser("dev", help="run web, worker and relay on a local database")
     dev.add_argument("--port", type=int, default=5000, help="receiver port (default 5000)")
     dev.set_defaults(func=cmd_dev)
+
+    # Operator commands: each module adds its own subcommand and implements it.
+    from inbox import events_cli, prune, psql, testevents
+
+    testevents.add_parser(sub)
+    events_cli.add_parser(sub)
+    prune.add_parser(sub)
+    psql.add_parser(sub)
     return parser
 
 

