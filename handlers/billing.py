@@ -14,6 +14,11 @@ delivers out of order or twice:
 
 An event for a customer the app does not know raises LookupError: retried with backoff (the
 sign-up may not be committed yet), then `dead`, from where `inbox replay` brings it back.
+
+Emails are queued as whole emails (`to`, `subject`, `text`), which is what the relay's SMTP
+route sends (it renders no templates); the facts they are made of (invoice number, amount,
+links) ride along as extra keys, for an HTTP route to an email API with templates of its
+own, and for audits (`payload ->> 'invoice_pdf'`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,34 @@ def _object(event) -> dict[str, Any]:
 
 def _time(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+# Currencies whose amounts Stripe gives in whole units (no cents).
+ZERO_DECIMAL_CURRENCIES = frozenset({
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
+})
+
+
+def _money(amount: int | None, currency: str | None) -> str:
+    """Stripe's amount in the currency's smallest unit, for people: `20.00 USD`."""
+    code = (currency or "").upper()
+    if amount is None:
+        return f"an amount in {code}" if code else "an amount"
+    if (currency or "").lower() in ZERO_DECIMAL_CURRENCIES:
+        return f"{amount:,} {code}".strip()
+    return f"{amount / 100:,.2f} {code}".strip()
+
+
+def _day(seconds: int | None) -> str | None:
+    """A Unix time as a date (UTC): `2024-09-26`."""
+    moment = _time(seconds)
+    return moment.strftime("%Y-%m-%d") if moment else None
+
+
+def _text(*paragraphs: str | None) -> str:
+    """An email body: the paragraphs given (None left out), a blank line apart."""
+    return "\n\n".join(p for p in paragraphs if p) + "\n"
 
 
 def _user(tx, customer: str | None) -> tuple[int, str]:
@@ -94,7 +127,18 @@ def subscription_changed(event, tx) -> None:
             },
         )
         if event.type == "customer.subscription.deleted":
-            tx.outbox("email.subscription_ended", {"to": email, "subscription": sub["id"]})
+            ended = _day(sub.get("ended_at") or sub.get("canceled_at"))
+            tx.outbox("email.subscription_ended", {
+                "to": email,
+                "subject": "Your subscription has ended",
+                "text": _text(
+                    f"Your subscription {sub['id']} ended on {ended}." if ended
+                    else f"Your subscription {sub['id']} has ended.",
+                    "You keep your account on the free plan. Subscribe again at any time.",
+                ),
+                "subscription": sub["id"],
+                "ended_at": ended,
+            })
     if tx.apply_if_newer(_plan_key(sub["customer"])):
         status = PLAN_STATUS.get(sub["status"], "none")
         plan = price if status in ("active", "past_due") and price else "free"
@@ -148,13 +192,22 @@ def invoice_paid(event, tx) -> None:
     user_id, email = _user(tx, invoice.get("customer"))
     if tx.apply_if_newer(f"stripe:invoice:{invoice['id']}"):
         _upsert_invoice(tx, invoice, user_id)
+        number = invoice.get("number") or invoice["id"]
+        amount = _money(invoice.get("amount_paid"), invoice.get("currency"))
+        url, pdf = invoice.get("hosted_invoice_url"), invoice.get("invoice_pdf")
         tx.outbox("email.receipt", {
             "to": email,
-            "template": "payment_received",
-            "invoice": invoice.get("number") or invoice["id"],
+            "subject": f"Receipt for invoice {number}: {amount} paid",
+            "text": _text(
+                f"Thank you: we received your payment of {amount} for invoice {number}.",
+                f"Invoice PDF: {pdf}" if pdf else None,
+                f"Invoice online: {url}" if url else None,
+            ),
+            "invoice": number,
             "amount": invoice.get("amount_paid"),
             "currency": invoice.get("currency"),
-            "invoice_pdf": invoice.get("invoice_pdf"),
+            "hosted_invoice_url": url,
+            "invoice_pdf": pdf,
         })
     _set_plan_status(tx, invoice["customer"], user_id, "active")
 
@@ -166,13 +219,21 @@ def invoice_payment_failed(event, tx) -> None:
     user_id, email = _user(tx, invoice.get("customer"))
     if tx.apply_if_newer(f"stripe:invoice:{invoice['id']}"):
         _upsert_invoice(tx, invoice, user_id)
+        number = invoice.get("number") or invoice["id"]
+        amount = _money(invoice.get("amount_due"), invoice.get("currency"))
+        url, retry = invoice.get("hosted_invoice_url"), _day(invoice.get("next_payment_attempt"))
         tx.outbox("email.dunning", {
             "to": email,
-            "template": "payment_failed",
-            "invoice": invoice.get("number") or invoice["id"],
+            "subject": f"Payment failed for invoice {number}",
+            "text": _text(
+                f"We could not collect your payment of {amount} for invoice {number}.",
+                f"Pay it or update your card here: {url}" if url else None,
+                f"Otherwise we try your card again on {retry}." if retry else None,
+            ),
+            "invoice": number,
             "amount": invoice.get("amount_due"),
             "currency": invoice.get("currency"),
-            "pay_url": invoice.get("hosted_invoice_url"),
+            "pay_url": url,
             "next_attempt_at": invoice.get("next_payment_attempt"),
         })
     _set_plan_status(tx, invoice["customer"], user_id, "past_due")
@@ -243,9 +304,21 @@ def charge_refunded(event, tx) -> None:
         )
     email = charge.get("receipt_email") or (charge.get("billing_details") or {}).get("email")
     if email:
-        tx.outbox("email.refund", {"to": email, "charge": charge["id"],
-                                   "amount": charge.get("amount_refunded"),
-                                   "currency": charge.get("currency")})
+        amount = _money(charge.get("amount_refunded"), charge.get("currency"))
+        receipt = charge.get("receipt_url")
+        tx.outbox("email.refund", {
+            "to": email,
+            "subject": f"Refund of {amount}",
+            "text": _text(
+                f"We refunded {amount} of your payment ({charge['id']}). Refunds usually"
+                " take 5 to 10 business days to appear on your statement.",
+                f"Your receipt: {receipt}" if receipt else None,
+            ),
+            "charge": charge["id"],
+            "amount": charge.get("amount_refunded"),
+            "currency": charge.get("currency"),
+            "receipt_url": receipt,
+        })
 
 
 @handler("stripe", "checkout.session.completed")
@@ -279,5 +352,15 @@ def checkout_completed(event, tx) -> None:
         order = {"order": session["id"], "amount": session.get("amount_total"),
                  "currency": session.get("currency")}
         if email:
-            tx.outbox("email.order_confirmation", {"to": email, **order})
+            amount = _money(session.get("amount_total"), session.get("currency"))
+            tx.outbox("email.order_confirmation", {
+                "to": email,
+                "subject": f"Order confirmed: {amount}",
+                "text": _text(
+                    f"Thank you for your order of {amount}.",
+                    "We are preparing it and will let you know when it ships.",
+                    f"Order reference: {session['id']}",
+                ),
+                **order,
+            })
         tx.outbox("fulfilment.ship", order)

@@ -87,10 +87,16 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from inbox.store import ops
 
     if bool(args.event_ids) == bool(args.status):
-        print("inbox replay: give EVENT_ID... or --status", file=sys.stderr)
+        what = "ID..." if args.outbox else "EVENT_ID..."
+        print(f"inbox replay: give {what} or --status", file=sys.stderr)
         return EXIT_USAGE
     if args.event_ids and (args.since or args.until):
         print("inbox replay: --since/--until go with --status", file=sys.stderr)
+        return EXIT_USAGE
+    if args.outbox:
+        return replay_outbox(args, settings)
+    if args.topic or args.status == "sent":
+        print("inbox replay: --topic and --status sent go with --outbox", file=sys.stderr)
         return EXIT_USAGE
     if args.dry_run:
         from inbox.events_cli import run_replay_dry_run
@@ -108,6 +114,51 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     missing = set(args.event_ids) - {event_id for _, event_id in replayed}
     if missing:
         print(f"not found or held by a worker now: {', '.join(sorted(missing))}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def replay_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    """`inbox replay --outbox`: outbox messages back to pending, due now, attempts reset
+    (last_error kept); messages a relay holds now are left alone."""
+    from inbox import db
+    from inbox.dev import database_url
+    from inbox.store import ops
+
+    if args.type or args.provider:
+        print("inbox replay: --outbox takes --topic, not --type/--provider", file=sys.stderr)
+        return EXIT_USAGE
+    if args.status and args.status not in ops.REPLAYABLE_OUTBOX_STATUSES:
+        print("inbox replay: --outbox --status is dead or sent", file=sys.stderr)
+        return EXIT_USAGE
+    if args.event_ids and args.topic:
+        print("inbox replay: --topic goes with --status", file=sys.stderr)
+        return EXIT_USAGE
+    if not all(ref.isdigit() and len(ref) < 19 for ref in args.event_ids):
+        print("inbox replay: --outbox takes outbox message ids (numbers)", file=sys.stderr)
+        return EXIT_USAGE
+    ids = [int(ref) for ref in args.event_ids]
+    with db.connect(database_url(settings)) as conn:
+        if args.dry_run:
+            found = ops.replay_outbox_preview(conn, ids=ids, status=args.status,
+                                              topic_pattern=args.topic,
+                                              since=args.since, until=args.until)
+        elif ids:
+            found = ops.replay_outbox_ids(conn, ids)
+        else:
+            found = ops.replay_outbox_status(conn, args.status, args.topic,
+                                             since=args.since, until=args.until)
+    verb = "would replay" if args.dry_run else "replayed"
+    for message in found:
+        print(f"{verb} message {message.id} {message.topic} {message.idempotency_key}")
+    if args.dry_run:
+        print(f"{len(found)} message(s) would go back to pending (dry run: nothing changed)")
+    else:
+        print(f"{len(found)} message(s) back to pending")
+    missing = sorted(set(ids) - {message.id for message in found})
+    if missing:
+        print("not found or held by a relay now: " + ", ".join(map(str, missing)),
+              file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -141,18 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the counts as JSON")
     status.set_defaults(func=cmd_status)
 
-    replay = sub.add_parser("replay", help="put events back to pending with a fresh budget")
-    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="provider event ids")
-    replay.add_argument("--status", choices=["dead", "ignored", "processed"],
-                        help="replay every event in this status")
+    replay = sub.add_parser("replay", help="put events (or outbox messages, with --outbox) "
+                                           "back to pending with a fresh budget")
+    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID",
+                        help="provider event ids (with --outbox: outbox message ids)")
+    replay.add_argument("--outbox", action="store_true",
+                        help="replay outbox messages (dead or sent) instead of events")
+    replay.add_argument("--status", choices=["dead", "ignored", "processed", "sent"],
+                        help="replay every event in this status (--outbox: dead or sent)")
     replay.add_argument("--type", help="only events of this type (with --status)")
+    replay.add_argument("--topic", metavar="PATTERN",
+                        help="with --outbox --status: only topics matching this glob, as in "
+                             "INBOX_ROUTES (email.*)")
     replay.add_argument("--provider", help="only events of this provider")
     from inbox.timespec import time_arg
 
     replay.add_argument("--since", type=time_arg, metavar="WHEN",
-                        help="with --status: received at or after WHEN (2h, 3d, 2024-07-25)")
+                        help="with --status: received (--outbox: created) at or after WHEN "
+                             "(2h, 3d, 2024-07-25)")
     replay.add_argument("--until", type=time_arg, metavar="WHEN",
-                        help="with --status: received before WHEN")
+                        help="with --status: received (--outbox: created) before WHEN")
     replay.add_argument("--dry-run", action="store_true",
                         help="print what would be replayed; change nothing")
     replay.set_defaults(func=cmd_replay)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg.rows import dict_row
 
 from inbox.errors import DatabaseUnavailable
@@ -28,6 +31,61 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg_pool.PoolClosed,
 )
 DataError = psycopg.DataError
+
+
+class _InfinityLoader(Loader):
+    """Loads PostgreSQL's ±infinity as the largest/smallest Python value of the type.
+
+    A leased row's next_attempt_at is 'infinity', which psycopg's own loaders refuse
+    (DataError). Every other value goes to the loader psycopg had for the type (the fast C
+    one with psycopg[binary]), so ordinary timestamps cost no more than before. A value read
+    as datetime.max is not written back as 'infinity' (no dumper): our SQL sets it itself.
+    """
+
+    default: type[Loader]
+    infinity: bytes
+    minus_infinity: bytes
+    high: Any
+    low: Any
+
+    def __init__(self, oid: int, context: Any = None) -> None:
+        super().__init__(oid, context)
+        self._load = self.default(oid, context).load
+
+    def load(self, data: Any) -> Any:
+        if data == self.infinity:
+            return self.high
+        if data == self.minus_infinity:
+            return self.low
+        return self._load(data)
+
+
+def _register_infinity_loaders(adapters: psycopg.adapt.AdaptersMap) -> None:
+    """Register, on every connection made after it, loaders for ±infinity of timestamptz,
+    timestamp and date, in text and binary format."""
+    int8, int4 = (2**63 - 1).to_bytes(8, "big"), (2**31 - 1).to_bytes(4, "big")
+    bounds = {  # type: (largest, smallest, binary infinity, binary -infinity)
+        "timestamptz": (datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC),
+                        int8, (-(2**63)).to_bytes(8, "big", signed=True)),
+        "timestamp": (datetime.max, datetime.min,
+                      int8, (-(2**63)).to_bytes(8, "big", signed=True)),
+        "date": (date.max, date.min, int4, (-(2**31)).to_bytes(4, "big", signed=True)),
+    }
+    for name, (high, low, binary_inf, binary_minus_inf) in bounds.items():
+        oid = adapters.types[name].oid
+        for fmt, inf, minus_inf in ((Format.TEXT, b"infinity", b"-infinity"),
+                                    (Format.BINARY, binary_inf, binary_minus_inf)):
+            default = adapters.get_loader(oid, fmt)
+            if default is None or issubclass(default, _InfinityLoader):
+                continue  # registered already
+            loader = type(f"Infinity{default.__name__}", (_InfinityLoader,), {
+                "format": fmt, "default": default, "infinity": inf,
+                "minus_infinity": minus_inf, "high": high, "low": low,
+            })
+            adapters.register_loader(oid, loader)
+
+
+_register_infinity_loaders(psycopg.adapters)
 
 
 def create_pool(

@@ -8,6 +8,10 @@ which stops them all on Ctrl-C.
 
 Every other command run with DATABASE_URL unset finds the same database through
 `database_url()`, so a newcomer never copies a URL by hand.
+
+After the migrations, `inbox dev` applies the handler packages' seeds (`handlers/seeds/`:
+the fixture story's customer), so `inbox send-test-event --all` is processed out of the
+box. Only `inbox dev` does: `inbox migrate`, the release phase, never applies seeds.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inbox.config import Settings
-from inbox.migrations import migrate
+from inbox.migrations import migrate, seed
 
 DEV_DIR_ENV = "INBOX_DEV_DIR"
 DEV_PROCESS_TYPES = ("web", "worker", "relay")
@@ -97,6 +101,7 @@ def run_dev(settings: Settings, port: int) -> int:
         save_state(state)
     url = database_url(settings)
     migrate(url, handler_modules=settings.handler_modules)
+    seeded = seed(url, handler_modules=settings.handler_modules)  # demo data: dev only
     secret = ",".join(settings.stripe_webhook_secrets) or state.webhook_secret
     env = {
         **os.environ,
@@ -107,7 +112,7 @@ def run_dev(settings: Settings, port: int) -> int:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     commands = procfile_commands(Path("Procfile"))
-    _print_welcome(port, secret.split(",")[0], url, settings.database_url is None)
+    _print_welcome(port, secret.split(",")[0], url, settings.database_url is None, seeded)
     manager = Manager(Printer(sys.stdout))
     for name in DEV_PROCESS_TYPES:
         manager.add_process(name, commands[name], env=env)
@@ -115,8 +120,10 @@ def run_dev(settings: Settings, port: int) -> int:
     return manager.returncode or 0
 
 
-def _print_welcome(port: int, secret: str, url: str, embedded: bool) -> None:
+def _print_welcome(port: int, secret: str, url: str, embedded: bool,
+                   seeded: list[str]) -> None:
     where = f"embedded PostgreSQL in {dev_dir()}" if embedded else "DATABASE_URL"
+    seeds = ", ".join(seeded) or "none"
     print(
         f"""
   webhook inbox (development)
@@ -124,6 +131,7 @@ def _print_welcome(port: int, secret: str, url: str, embedded: bool) -> None:
                    psql '{url}'
   Webhook URL:     http://localhost:{port}/webhooks/stripe
   Signing secret:  {secret}
+  Demo data:       {seeds}
 
   Next, in another terminal:
     ./run send-test-event --all      sign and POST the fixture billing story

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from inbox import db
@@ -25,10 +25,15 @@ EXIT_NOT_FOUND = 1
 DEFAULT_LIMIT = 50
 ERROR_COLUMN_CHARS = 60
 STATUSES = ("pending", "retrying", "processed", "ignored", "dead")
+# PostgreSQL's 'infinity' as inbox.db loads it: a leased row's next_attempt_at.
+INFINITY = datetime.max.replace(tzinfo=UTC)
+MINUS_INFINITY = datetime.min.replace(tzinfo=UTC)
 
 
 def local(moment: datetime | None) -> str:
     """A timestamp in the machine's local time, to the second; '-' for none."""
+    if moment in (INFINITY, MINUS_INFINITY):  # no local time east/west of UTC can hold them
+        return "infinity" if moment == INFINITY else "-infinity"
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
@@ -129,7 +134,9 @@ def describe(
         ("received", local(event.received_at)),
         ("processed", local(event.processed_at)),
     ]
-    if event.status == "pending":
+    if event.status == "pending" and event.next_attempt_at == INFINITY:
+        facts.append(("next attempt", "none now: a worker holds the event (leased)"))
+    elif event.status == "pending":
         facts.append(("next attempt", local(event.next_attempt_at)))
     if event.last_error:
         facts.append(("last error", event.last_error))

@@ -115,6 +115,17 @@ def migrations_folder(module: str) -> tuple[str, Path] | None:
     module inside a package (`app.hooks`) it is `app/migrations/`, owned by `app`. Found
     without importing the module, so `inbox migrate` runs no handler code.
     """
+    return package_folder(module, "migrations")
+
+
+def seeds_folder(module: str) -> tuple[str, Path] | None:
+    """(owner, folder) of the `seeds/` folder next to a handler module (development data
+    that only `inbox dev` applies), found like `migrations_folder`."""
+    return package_folder(module, "seeds")
+
+
+def package_folder(module: str, name: str) -> tuple[str, Path] | None:
+    """(owner, folder) of the folder `name` in a handler module's package, if any."""
     add_cwd_to_path()
     try:
         spec = importlib.util.find_spec(module)
@@ -125,7 +136,7 @@ def migrations_folder(module: str) -> tuple[str, Path] | None:
     origin = Path(spec.origin).resolve()
     # A package's migrations/ sits inside it; a module's beside it, owned by its package.
     owner = module if spec.submodule_search_locations else module.rpartition(".")[0] or module
-    folder = origin.parent / "migrations"
+    folder = origin.parent / name
     return (owner, folder) if folder.is_dir() else None
 
 

@@ -119,3 +119,39 @@ def test_show_unknown_and_ambiguous(env, db, sample):
     result = inbox("events", "show", "evt_sample_paid", "--provider", "stripe", "--json",
                    env=env)
     assert result.returncode == 0 and json.loads(result.stdout)["event"]["id"] == sample.paid
+
+
+def test_leased_rows_show_and_list_while_a_worker_and_a_relay_hold_them(env, db, sample):
+    """A leased row's next_attempt_at is 'infinity' (inbox.db loads it as datetime.max):
+    show and list work while a worker and a relay hold rows, in a time zone east of UTC
+    too (where datetime.max cannot be converted to local time)."""
+    from inbox.queries import query
+
+    leased = db.execute(query("inbox_claim"), {"batch": 10, "worker": "test-worker"}).fetchall()
+    assert [row[0] for row in leased] == [sample.fresh]
+    messages = db.execute(query("outbox_claim"), {"limit": 10, "locked_by": "test-relay",
+                                                  "skip_topics": []}).fetchall()
+    assert [row[1] for row in messages] == ["crm.update"]  # a message of evt_sample_paid
+    east = {**env, "TZ": "Asia/Tokyo", "PGTZ": "Asia/Tokyo"}
+
+    result = inbox("events", "show", "evt_sample_fresh", env=east)
+    assert result.returncode == 0, result.stderr
+    assert "status:       pending after 1 attempt(s)" in result.stdout
+    assert "next attempt: none now: a worker holds the event (leased)" in result.stdout
+
+    result = inbox("events", "show", "evt_sample_fresh", "--json", env=east)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["event"]["next_attempt_at"].startswith("9999-12-31T23:59")
+
+    result = inbox("events", "show", "evt_sample_paid", "--json", env=east)
+    assert result.returncode == 0, result.stderr
+    crm, = (m for m in json.loads(result.stdout)["outbox"] if m["topic"] == "crm.update")
+    assert crm["next_attempt_at"].startswith("9999-12-31T23:59")
+    result = inbox("events", "show", "evt_sample_paid", env=east)
+    assert result.returncode == 0 and "evt_sample_paid:crm" in result.stdout
+
+    listed = events_json({**env, "PGTZ": "Asia/Tokyo"}, "--status", "pending")
+    fresh, = (e for e in listed if e["event_id"] == "evt_sample_fresh")
+    assert fresh["next_attempt_at"].startswith("9999-12-31T23:59")
+    result = inbox("events", "list", env=east)
+    assert result.returncode == 0 and "evt_sample_fresh" in result.stdout

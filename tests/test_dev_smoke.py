@@ -1,9 +1,11 @@
 """`inbox dev` end to end, the way the README tells a newcomer to use it.
 
-No DATABASE_URL: `inbox dev` starts the embedded PostgreSQL (data in INBOX_DEV_DIR), runs
-web, worker and relay; `send-test-event --all` sends the billing story; `inbox status
---json` sees it processed; Ctrl-C (SIGINT to the process group, as a terminal sends it)
-stops everything, the embedded server included; a second start finds the data again.
+No DATABASE_URL: `inbox dev` starts the embedded PostgreSQL (data in INBOX_DEV_DIR), applies
+the example app's seed (the story's customer) and runs web, worker and relay;
+`send-test-event --all` sends the billing story, with nothing added by hand; `inbox status
+--json` sees all of it processed and its messages sent; Ctrl-C (SIGINT to the process
+group, as a terminal sends it) stops everything, the embedded server included; a second
+start finds the data again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.slow
 START_DEADLINE_SECONDS = 90
 PROCESSED_DEADLINE_SECONDS = 60
 STOP_DEADLINE_SECONDS = 30
-FIXTURE_CUSTOMER = "cus_QXg1o8vcGmoR32"  # the customer of the fixture story's invoices
+FIXTURE_CUSTOMER = "cus_QXg1o8vcGmoR32"  # the story's customer: handlers/seeds/ adds it
 
 
 def start_dev(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
@@ -111,14 +113,6 @@ def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
     process = start_dev(env, port, log)
     try:
         wait_ready(port, process, log)
-        # The example app knows customers from its sign-up: sign up the story's customer
-        # (through `inbox psql`, which finds the dev database by itself too).
-        signup = inbox("psql", "--", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                       "INSERT INTO app_users (email, stripe_customer_id) "
-                       f"VALUES ('jenny@example.com', '{FIXTURE_CUSTOMER}') "
-                       "ON CONFLICT DO NOTHING", env=env)
-        assert signup.returncode == 0, signup.stderr
-
         sent = inbox("send-test-event", "--all", env=env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert sent.stdout.count("200 ") == 9 and f"localhost:{port}" in sent.stdout
@@ -130,8 +124,17 @@ def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
                 break
             assert time.monotonic() < deadline, f"not processed in time: {now}\n{log.read_text()}"
             time.sleep(0.5)
-        assert now["inbox"]["pending"] == now["inbox"]["dead"] == 0
-        assert now["outbox"]["sent"] > 0  # the handlers' emails, through the log: route
+        assert now["inbox"]["pending"] == now["inbox"]["dead"] == now["inbox"]["ignored"] == 0
+        assert now["outbox"]["dead"] == 0
+        # The handlers' emails and the shipment, through the log: route (the dunning email
+        # only if the payment failure was handled before the payment).
+        assert now["outbox"]["sent"] >= 4
+        # The seeded customer went through the whole story: subscribed, paid, canceled
+        # (through `inbox psql`, which finds the dev database by itself too).
+        user = inbox("psql", "--", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c",
+                     "SELECT plan, plan_status FROM app_users "
+                     f"WHERE stripe_customer_id = '{FIXTURE_CUSTOMER}'", env=env)
+        assert user.returncode == 0 and user.stdout.strip() == "free|canceled", user
         listed = inbox("events", "list", "--json", env=env)
         event_ids = {e["event_id"] for e in json.loads(listed.stdout)}
         assert len(event_ids) == 9
@@ -151,3 +154,4 @@ def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
         stop_dev(process)
     wait_no_server(pgdata)
     assert "Signing secret:" in log.read_text()
+    assert "Demo data:       handlers/seeds/0001_demo_customer.sql" in log.read_text()

@@ -2,7 +2,8 @@
 
 In order, shuffled or reversed, the final state is the same: a late event never moves an
 object backwards. An unknown customer is retried, then dead, and a replay after the user
-exists processes it.
+exists processes it. (These tests migrate the example app as a release would: no demo
+seed, so the fixture customer is unknown until a test adds it.)
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import psycopg
 import pytest
 
 from inbox.config import Settings
-from inbox.migrations import migrate
-from inbox.registry import Registry, load_handlers
+from inbox.migrations import migrate, seed
+from inbox.registry import Registry, load_handlers, seeds_folder
 from inbox.store import ops
+from inbox.transports.smtp import message_id
 from inbox.worker import Worker
-from tests.support import signed_headers, stripe_event_files
+from tests.support import REPO, signed_headers, stripe_event_files
+from tests.test_relay import count_status, relay_settings, running_relay, wait_for
+from tests.test_relay import outbox as relay_outbox
+from tests.test_transports_smtp import smtp_server
 from tests.worker_support import drain, event_row, statuses
 
 CUSTOMER = "cus_QXg1o8vcGmoR32"
@@ -107,10 +112,10 @@ def in_created_order() -> list[Path]:
 def orders() -> dict[str, list[Path]]:
     ordered = in_created_order()
     cases = {"in-order": ordered, "reversed": ordered[::-1]}
-    for seed in (1, 2, 3):
+    for shuffle_seed in (1, 2, 3):
         shuffled = ordered[:]
-        random.Random(seed).shuffle(shuffled)
-        cases[f"shuffled-{seed}"] = shuffled
+        random.Random(shuffle_seed).shuffle(shuffled)
+        cases[f"shuffled-{shuffle_seed}"] = shuffled
     return cases
 
 
@@ -119,6 +124,27 @@ def test_the_example_migration_is_applied_once_and_recorded(database_url, billin
     assert billing_db.execute("SELECT module, name FROM inbox_app_migrations").fetchall() == [
         ("handlers", "0001_billing.sql")
     ]
+
+
+def test_the_demo_seed_is_for_inbox_dev_only_and_makes_the_story_work(database_url,
+                                                                      billing_db, worker):
+    """`inbox dev` applies handlers/seeds/ (the fixture story's customer) after migrating;
+    `inbox migrate` (a production release) never does."""
+    assert billing_db.execute("SELECT count(*) FROM app_users").fetchone()[0] == 0
+    assert seeds_folder("handlers") == ("handlers", REPO / "handlers" / "seeds")
+    assert seed(database_url, ("handlers",)) == ["handlers/seeds/0001_demo_customer.sql"]
+    assert seed(database_url, ("handlers", "handlers")) == [  # again: idempotent, once each
+        "handlers/seeds/0001_demo_customer.sql"]
+    assert billing_db.execute("SELECT email, stripe_customer_id FROM app_users").fetchall() == [
+        ("jenny@example.com", CUSTOMER)]
+    assert billing_db.execute("SELECT name FROM inbox_app_migrations").fetchall() == [
+        ("0001_billing.sql",)]  # seeds are not migrations: nothing recorded
+    assert seed(database_url, ()) == []
+
+    store_events(billing_db, in_created_order())
+    drain(worker.run_once)
+    assert statuses(billing_db) == {"processed": 9}
+    assert final_state(billing_db) == FINAL_STATE
 
 
 @pytest.mark.parametrize("order", list(orders()), ids=str)
@@ -157,6 +183,50 @@ def test_the_fixture_events_through_the_receiver(client, clock, billing_db, work
 
 def by_type(event_type: str) -> Path:
     return next(p for p in stripe_event_files() if p.name == f"{event_type}.json")
+
+
+def test_the_story_emails_are_emails_an_smtp_server_accepts(database_url, billing_db, worker,
+                                                             tmp_path):
+    """The nine fixture events, plus their refund with a receipt address (the fixture's has
+    none, so it sends no email), then the relay with email.* routed to a real SMTP server."""
+    add_user(billing_db)
+    refund = json.loads(by_type("charge.refunded").read_bytes())
+    refund["id"] = "evt_refund_with_receipt_email"
+    refund["created"] += 1
+    refund["data"]["object"]["receipt_email"] = "example@example.com"
+    (tmp_path / "refund.json").write_text(json.dumps(refund))
+    store_events(billing_db, [*in_created_order(), tmp_path / "refund.json"])
+    drain(worker.run_once)
+    assert statuses(billing_db) == {"processed": 10}
+
+    with smtp_server() as (mailbox, port):
+        routes = f"email.*=smtp://127.0.0.1:{port}?from=billing@shop.example,*=log:"
+        with running_relay(relay_settings(database_url, routes)):
+            wait_for(lambda: count_status(billing_db, "pending") == 0, "every message done")
+    rows = list(relay_outbox(billing_db).values())
+    emails = {row["topic"]: row for row in rows if row["topic"].startswith("email.")}
+    assert set(emails) == {"email.dunning", "email.receipt", "email.subscription_ended",
+                           "email.order_confirmation", "email.refund"}
+    assert {row["topic"]: (row["status"], row["last_error"]) for row in rows} == {
+        row["topic"]: ("sent", None) for row in rows}
+    received = {"".join(str(email["Message-ID"]).split()): email
+                for _, _, email in mailbox.received}
+    assert len(received) == len(emails) == len(mailbox.received)
+    for topic, row in emails.items():
+        email = received[message_id(row["idempotency_key"])]
+        assert email["To"] == row["payload"]["to"] and email["Subject"], topic
+        assert email.get_body(("plain",)).get_content().strip(), topic
+
+    receipt = received[message_id(emails["email.receipt"]["idempotency_key"])]
+    assert receipt["To"] == "jenny@example.com"
+    assert receipt["Subject"] == "Receipt for invoice 7FE1103-0002: 20.00 USD paid"
+    text = receipt.get_body(("plain",)).get_content()
+    assert FINAL_STATE["invoices"][0][-1] in text  # the invoice PDF link
+    assert "20.00 USD" in text and "https://invoice.stripe.com/i/" in text
+    dunning = received[message_id(emails["email.dunning"]["idempotency_key"])]
+    assert "https://invoice.stripe.com/i/" in dunning.get_body(("plain",)).get_content()
+    refund_email = received[message_id(emails["email.refund"]["idempotency_key"])]
+    assert refund_email["Subject"] == "Refund of 10.99 USD"
 
 
 def test_a_late_update_does_not_resurrect_a_deleted_subscription(billing_db, worker):

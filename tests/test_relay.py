@@ -13,13 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from psycopg.types.datetime import TimestamptzLoader
 from standardwebhooks import Webhook
 from werkzeug.wrappers import Request, Response
 
@@ -52,19 +50,10 @@ def add_messages(db: psycopg.Connection, topic: str, count: int, prefix: str) ->
     )
 
 
-class InfinityTimestamptzLoader(TimestamptzLoader):
-    """A leased row's next_attempt_at is 'infinity', which Python's datetime cannot hold."""
-
-    def load(self, data: Any) -> datetime:
-        if bytes(data) == b"infinity":
-            return datetime.max.replace(tzinfo=UTC)
-        return super().load(data)
-
-
 def outbox(db: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    """Every outbox row by idempotency key."""
+    """Every outbox row by idempotency key (a leased row's next_attempt_at = 'infinity' loads
+    as datetime.max: inbox.db registers the loader)."""
     with db.cursor(row_factory=dict_row) as cur:
-        cur.adapters.register_loader("timestamptz", InfinityTimestamptzLoader)
         rows = cur.execute("SELECT * FROM outbox ORDER BY id").fetchall()
     return {row["idempotency_key"]: row for row in rows}
 
