@@ -8,10 +8,11 @@ transaction block is its own transaction (one round trip instead of three).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -22,6 +23,8 @@ from psycopg.rows import dict_row
 from inbox.errors import DatabaseUnavailable
 
 Connection = psycopg.Connection
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 3
 
 # Errors that mean "the database could not take this now", as opposed to a bug in our SQL.
@@ -97,11 +100,14 @@ def create_pool(
     statement_timeout_seconds: float | None = None,
     application_name: str = "inbox",
     open_wait: bool = False,
+    check: bool = True,
 ) -> psycopg_pool.ConnectionPool:
     """A pool of autocommit connections, opened without waiting for the database.
 
     `open_wait=False` lets a web process start while the database is down; requests
     then fail fast with DatabaseUnavailable and the pool reconnects in the background.
+    `check=False` skips the pool's liveness round trip on every checkout; callers then
+    meet a broken connection as an error and use `run_idempotent` to retry once.
     """
     options = ""
     if statement_timeout_seconds:
@@ -119,7 +125,7 @@ def create_pool(
         max_size=max_size,
         timeout=wait_seconds,
         open=False,
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check=psycopg_pool.ConnectionPool.check_connection if check else None,
         kwargs=kwargs,
         reconnect_timeout=0,  # keep trying to reconnect for ever: the database will be back
         name=application_name,
@@ -136,6 +142,24 @@ def connection(pool: psycopg_pool.ConnectionPool) -> Iterator[psycopg.Connection
             yield conn
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+
+
+def run_idempotent(pool: psycopg_pool.ConnectionPool, work: Callable[[Connection], T]) -> T:
+    """Run `work` on a pooled connection; if that connection turns out to be broken (the
+    database restarted since it was opened), run it once more on a fresh one.
+
+    Only for work that is safe to run twice: the first run may have committed before the
+    connection broke. Outages still surface as DatabaseUnavailable.
+    """
+    try:
+        with pool.connection() as conn:
+            return work(conn)
+    except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+    except psycopg.OperationalError as first:
+        log.info("retrying on a fresh connection after: %s", first)
+    with connection(pool) as conn:
+        return work(conn)
 
 
 def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:

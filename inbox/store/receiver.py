@@ -13,7 +13,7 @@ from inbox.queries import query
 def insert_event(pool: ConnectionPool, event: ReceivedEvent) -> bool:
     """Store the event once and wake workers; False when it was already stored.
 
-    Returns only after the single-statement transaction has committed.
+    Returns only after the insert has committed. Workers are woken after the commit.
     """
     params = {
         "provider": event.provider,
@@ -23,14 +23,19 @@ def insert_event(pool: ConnectionPool, event: ReceivedEvent) -> bool:
         "raw_body": event.raw_body,
         "signature": event.signature,
     }
-    with db.connection(pool) as conn:
+
+    def insert(conn: db.Connection) -> bool:
         try:
             row = conn.execute(query("inbox_insert"), params).fetchone()
         except db.DataError as exc:
             # Valid JSON that jsonb refuses (a \u0000 escape, a lone surrogate): the
             # sender's problem, not an outage.
             raise InvalidEvent(f"payload cannot be stored: {exc}") from None
-    return row is not None
+        if row is not None:
+            conn.execute(query("inbox_wake_workers"))
+        return row is not None
+
+    return db.run_idempotent(pool, insert)
 
 
 def readiness(pool: ConnectionPool) -> list[str]:

@@ -43,6 +43,9 @@ class Database:
                         wait_seconds=self._settings.db_wait_seconds,
                         statement_timeout_seconds=STATEMENT_TIMEOUT_SECONDS,
                         application_name="inbox-web",
+                        # No liveness round trip per request: a connection broken by a
+                        # database restart is retried once (the insert is idempotent).
+                        check=False,
                     )
         return self._pool
 
