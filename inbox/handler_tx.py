@@ -50,6 +50,7 @@ class HandlerTx:
         self._event = event
         self._outbox_counts: Counter[str] = Counter()
         self.in_savepoint = False
+        self.queued_messages = 0  # new outbox rows: the worker wakes the relay after commit
 
     def execute(self, sql: str, params: Any = None) -> Any:
         """Run `sql` in the event's transaction; returns the psycopg cursor."""
@@ -69,7 +70,10 @@ class HandlerTx:
         if key is None:
             key = f"{self._event.provider}:{self._event.id}:{topic}:{n}"
         inserted = store.enqueue_outbox(self._conn, self._event.inbox_id, topic, payload, key)
-        return inserted is not None
+        if inserted is None:
+            return False
+        self.queued_messages += 1
+        return True
 
     def lock_object(self, object_key: str) -> None:
         """Serialise handlers working on one object: waits for the lock, held until commit."""

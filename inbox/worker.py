@@ -63,6 +63,8 @@ class Worker:
         self.rng = rng or random.Random()
         self.max_attempts = max(1, settings.max_attempts)
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
+        store.start_session(self.conn)
+        self._queued_messages = 0  # by the handlers of the batch in hand that succeeded
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Worker:
 
     def _process(self, events: list[ClaimedEvent]) -> None:
         outcomes: list[Outcome] = []
+        self._queued_messages = 0
         with self.conn.transaction():
             store.set_handler_budget(self.conn, self.settings.handler_timeout_seconds)
             for claimed in events:
@@ -112,6 +115,8 @@ class Worker:
                     continue
                 outcomes.append(self._run_handler(claimed))
             finished = store.finish(self.conn, outcomes)
+        if self._queued_messages:
+            store.wake_relay(self.conn)
         if finished != len(outcomes):
             log.warning("%d of %d leases were lost before their outcome was recorded",
                         len(outcomes) - finished, len(outcomes))
@@ -138,6 +143,7 @@ class Worker:
                 if self.conn.info.transaction_status.name == "INERROR":
                     raise RuntimeError("the handler caught a database error and carried on")
                 store.release_savepoint(self.conn)
+            self._queued_messages += tx.queued_messages
         except Exception as exc:
             if self.conn.broken:
                 # The backend is gone (killed by the idle timeout, or the database went

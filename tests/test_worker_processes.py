@@ -213,6 +213,7 @@ def test_a_notification_wakes_an_idle_worker_long_before_the_poll(workers, effec
         "provider": "test", "event_id": "loud", "event_type": "effect", "payload": "{}",
         "raw_body": b"{}", "signature": None,
     })
+    effects.execute(query("inbox_wake_workers"))  # what the receiver sends after the insert
     wait_for(lambda: processed(effects) == 3, timeout=10, what="the notified event")
     assert stop(worker) == EXIT_OK
 

@@ -122,6 +122,16 @@ def release(conn: db.Connection) -> int:
     return len(conn.execute(query("inbox_release")).fetchall())
 
 
+def start_session(conn: db.Connection) -> None:
+    """Make a fresh worker connection commit asynchronously outside processing."""
+    conn.execute(query("inbox_worker_session"))
+
+
+def wake_relay(conn: db.Connection) -> None:
+    """Wake idle relays: messages were committed (call after the commit)."""
+    conn.execute(query("outbox_wake_relay"))
+
+
 def enqueue_outbox(
     conn: db.Connection, inbox_id: int, topic: str, payload: Any, idempotency_key: str
 ) -> int | None:

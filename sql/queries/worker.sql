@@ -38,8 +38,10 @@ RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payl
 -- The time budget of one processing transaction, local to it: a statement that runs longer
 -- is cancelled, and a handler that sits idle in the transaction (stuck in Python, waiting on
 -- a socket) gets its backend terminated, so no row, connection or snapshot is held for long.
+-- The handlers' writes are durable: synchronous commit back on for this transaction.
 SELECT set_config('statement_timeout', %(timeout_ms)s, true),
-       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true);
+       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true),
+       set_config('synchronous_commit', 'on', true);
 
 -- name: inbox_handler_savepoint
 SAVEPOINT inbox_handler;
@@ -134,14 +136,25 @@ RETURNING id;
 -- name: outbox_enqueue
 -- A handler's message, in the handler's transaction. The idempotency key is unique: a
 -- re-run of the same event (a retry, a replay) finds its message already there and adds
--- nothing. Wakes the relay (the notification is sent at commit, dropped on rollback).
-WITH inserted AS (
-    INSERT INTO outbox (inbox_id, topic, payload, idempotency_key)
-    VALUES (%(inbox_id)s, %(topic)s, %(payload)s::jsonb, %(idempotency_key)s)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
-)
-SELECT id, pg_notify('outbox_messages', '') FROM inserted;
+-- nothing (no row back). The relay is woken after the commit (outbox_wake_relay).
+INSERT INTO outbox (inbox_id, topic, payload, idempotency_key)
+VALUES (%(inbox_id)s, %(topic)s, %(payload)s::jsonb, %(idempotency_key)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: outbox_wake_relay
+-- Wake idle relays once a batch that queued messages has committed: in a transaction of its
+-- own, committed asynchronously, because a transaction that notifies holds a cluster-wide
+-- lock until its commit record is flushed, which would serialise the workers' commits (see
+-- inbox_wake_workers). A lost wake-up costs a poll interval, never a message.
+SELECT set_config('synchronous_commit', 'off', true), pg_notify('outbox_messages', '');
+
+-- name: inbox_worker_session
+-- A worker's session commits asynchronously by default: a lost claim or rescue (database
+-- crash) only means the lease was never taken, and the event is claimed again. The
+-- processing transaction, which carries the handlers' writes, turns synchronous commit
+-- back on (inbox_handler_budget); flushing its commit record also flushes the claim's.
+SET synchronous_commit = off;
 
 -- name: inbox_object_apply_if_newer
 -- Record that the event of `created` is the newest applied for `object_key`, unless a
