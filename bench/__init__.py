@@ -1,0 +1,1 @@
+"""Benchmarks beside their ceilings: `python -m bench` (see bench/README.md)."""

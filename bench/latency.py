@@ -1,0 +1,201 @@
+"""latency: POST -> handler commit, at a steady rate (500 events/s), through the product.
+
+The Procfile's `web` (gunicorn) and `inbox worker` run on a cluster with
+track_commit_timestamp=on. An open-loop generator sends signed events on a fixed schedule
+(each at its own time, whatever the answers before it) and notes the wall-clock time of
+each send; PostgreSQL gives each event's received_at and the commit time of the
+transaction that processed it (pg_xact_commit_timestamp of the row's final version). The
+same machine's clock on both sides. Targets: p50 <= 10 ms, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import itertools
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import (
+    BENCH_SECRET,
+    free_port,
+    fresh_database,
+    postgres,
+    procfile_line,
+    running,
+    scalar,
+    table,
+    venv_env,
+    wait_http,
+    wait_until,
+)
+from bench.load import stripe_bodies
+from bench.receiver_variants import VARIANTS as RECEIVER_VARIANTS
+from bench.report import Report
+from inbox.providers.stripe import sign
+
+TARGET_P50_MS = 10.0
+TARGET_P99_MS = 50.0
+CLIENT_THREADS = 32
+WARMUP_SECONDS = 2.0
+
+
+class OpenLoop:
+    """Sends `bodies` at `rate` per second from a pool of keep-alive connections."""
+
+    def __init__(self, port: int, bodies: list[bytes], rate: float) -> None:
+        self.port = port
+        self.bodies = bodies
+        self.rate = rate
+        self.sent_at: list[float] = [0.0] * len(bodies)
+        self.answer_ms: list[float] = [0.0] * len(bodies)
+        self.statuses: list[int] = [0] * len(bodies)
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        self.start = time.time() + 0.2
+        threads = [threading.Thread(target=self._client, daemon=True)
+                   for _ in range(CLIENT_THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _client(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            while True:
+                with self._lock:
+                    number = next(self._next)
+                if number >= len(self.bodies):
+                    return
+                delay = self.start + number / self.rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                body = self.bodies[number]
+                headers = {"Content-Type": "application/json",
+                           "Stripe-Signature": sign(body, BENCH_SECRET, int(time.time()))}
+                sent = time.time()
+                try:
+                    conn.request("POST", "/webhooks/stripe", body=body, headers=headers)
+                    response = conn.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    status = 599
+                self.sent_at[number] = sent
+                self.answer_ms[number] = (time.time() - sent) * 1000
+                self.statuses[number] = status
+        finally:
+            conn.close()
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def event_id(body: bytes) -> str:
+    start = body.index(b'"id":"') + 6
+    return body[start:body.index(b'"', start)].decode()
+
+
+def run(args: argparse.Namespace) -> Report:
+    count = int(args.rate * args.seconds)
+    with postgres("-c track_commit_timestamp=on") as cluster:
+        url = fresh_database(cluster, "bench_latency")
+        port = free_port()
+        env = venv_env(PORT=str(port), DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=BENCH_SECRET,
+                       INBOX_HANDLERS="bench.noop_handlers")
+        worker_argv = [str(Path(sys.executable).parent / "inbox"), "worker", "--concurrency",
+                       str(args.worker_concurrency)]
+        web_argv = procfile_line("web")
+        if args.receiver_variant:  # a proposed change, patched in (receiver_variants.py)
+            web_argv[-1] = f'bench.receiver_variants:create_app("{args.receiver_variant}")'
+        with contextlib.ExitStack() as stack:
+            web = stack.enter_context(running(web_argv, env=env, name="web"))
+            stack.enter_context(running(worker_argv, env=env, name="worker"))
+            wait_http(f"http://127.0.0.1:{port}/healthz", web)
+            OpenLoop(port, list(stripe_bodies(int(args.rate * WARMUP_SECONDS), "latw")),
+                     args.rate).run()
+            bodies = list(stripe_bodies(count, "lat"))
+            load = OpenLoop(port, bodies, args.rate)
+            began = time.time()
+            load.run()
+            took = time.time() - began
+            pending = "SELECT count(*) FROM inbox WHERE status = 'pending'"
+            wait_until(lambda: int(scalar(url, pending)) == 0, timeout=120, interval=0.2)
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT event_id, extract(epoch FROM received_at)::float8,"
+                " extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8, status"
+                " FROM inbox WHERE event_id LIKE 'evt_bench_lat\\_%%'").fetchall()
+    found = {row[0]: row for row in rows}
+    to_commit, to_received, received_to_commit = [], [], []
+    unprocessed = 0
+    for number, body in enumerate(bodies):
+        row = found.get(event_id(body))
+        if row is None or row[3] != "processed" or row[2] is None:
+            unprocessed += 1
+            continue
+        sent = load.sent_at[number]
+        to_commit.append((row[2] - sent) * 1000)
+        to_received.append((row[1] - sent) * 1000)
+        received_to_commit.append((row[2] - row[1]) * 1000)
+    non_2xx = sum(1 for status in load.statuses if not 200 <= status < 300)
+    achieved = count / took if took else 0.0
+    variants = f" --receiver-variant {args.receiver_variant}" if args.receiver_variant else ""
+    report = Report("latency: POST to handler commit at a steady rate",
+                    f"python -m bench latency --rate {args.rate:g} --seconds {args.seconds:g}"
+                    + variants)
+    lines = [
+        ["POST -> handler commit", percentile(to_commit, .5), percentile(to_commit, .99),
+         max(to_commit, default=0.0)],
+        ["POST -> 200 answer", percentile(load.answer_ms, .5), percentile(load.answer_ms, .99),
+         max(load.answer_ms)],
+        ["POST -> row inserted (received_at)", percentile(to_received, .5),
+         percentile(to_received, .99), max(to_received, default=0.0)],
+        ["received_at -> handler commit", percentile(received_to_commit, .5),
+         percentile(received_to_commit, .99), max(received_to_commit, default=0.0)],
+    ]
+    report.body = table(["interval", "p50 ms", "p99 ms", "max ms"],
+                        [[name, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for name, a, b, c in lines])
+    report.body += (
+        f"\n\n{count:,} events sent open-loop at {args.rate:g}/s for {args.seconds:g} s "
+        f"(achieved {achieved:,.0f}/s; {CLIENT_THREADS} keep-alive client threads); "
+        f"`inbox worker --concurrency {args.worker_concurrency}`, handler "
+        "bench/noop_handlers.py; the web process is the Procfile's. Non-2xx answers: "
+        f"{non_2xx}; events not processed: {unprocessed}. Mean POST -> commit "
+        f"{statistics.fmean(to_commit) if to_commit else float('nan'):.1f} ms."
+    )
+    p50, p99 = percentile(to_commit, .5), percentile(to_commit, .99)
+    report.check(f"p50 <= {TARGET_P50_MS:g} ms", f"{p50:.1f} ms", p50 <= TARGET_P50_MS)
+    report.check(f"p99 <= {TARGET_P99_MS:g} ms", f"{p99:.1f} ms", p99 <= TARGET_P99_MS)
+    report.check(f"steady {args.rate:g}/s, all answered 2xx and processed",
+                 f"{achieved:,.0f}/s, {non_2xx} non-2xx, {unprocessed} unprocessed",
+                 non_2xx == 0 and unprocessed == 0 and achieved >= 0.95 * args.rate)
+    return report
+
+
+FULL = {"seconds": 60.0}
+QUICK = {"seconds": 10.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=float, default=500.0, help="events per second (500)")
+    parser.add_argument("--seconds", type=float, help="measured seconds (60; --quick 10)")
+    parser.add_argument("--worker-concurrency", type=int, default=2,
+                        help="inbox worker --concurrency (2)")
+    parser.add_argument("--receiver-variant", choices=RECEIVER_VARIANTS,
+                        help="serve a proposed receiver change (bench/receiver_variants.py)")

@@ -1,0 +1,130 @@
+"""What each part of a receiver request costs, one at a time, in this process.
+
+`python -m bench.parts` times the pieces of `POST /webhooks/stripe` in a loop (median of
+several repetitions, microseconds per call): the Flask test client around a bare view, the
+signature check (stripe SDK vs hmac), the JSON parse, the log line, the pool's connection
+check, and the insert with a durable commit against a throwaway PostgreSQL. It is a
+profile by subtraction, steadier than a sampling profiler on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from bench.harness import BENCH_SECRET, fresh_database, postgres, table
+from bench.load import stripe_bodies
+from inbox import db
+from inbox.config import Settings
+from inbox.providers import ReceivedEvent, parse_json_object
+from inbox.providers.stripe import StripeProvider, sign
+from inbox.queries import query
+
+REPEATS = 5
+
+
+def per_call_us(func: Callable[[], object], calls: int) -> float:
+    samples = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for _ in range(calls):
+            func()
+        samples.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    body = next(stripe_bodies(1, "parts"))
+    now = int(time.time())
+    header = sign(body, BENCH_SECRET, now)
+    provider = StripeProvider((BENCH_SECRET,), 300, time.time)
+    text = body.decode()
+    rows: list[list[object]] = []
+
+    def hmac_only() -> bool:
+        expected = hmac.new(BENCH_SECRET.encode(), f"{now}.".encode() + body,
+                            hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, header.split("v1=")[1])
+
+    rows.append(["stripe SDK verify_header (via StripeProvider.verify)",
+                 per_call_us(lambda: provider.verify(body, header), 2000)])
+    rows.append(["hmac.new + compare_digest", per_call_us(hmac_only, 2000)])
+    rows.append(["parse_json_object (3 KB)", per_call_us(lambda: parse_json_object(body), 2000)])
+    logger = logging.getLogger("inbox.web")
+    handler = logging.StreamHandler(open("/dev/null", "w"))  # noqa: SIM115
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    rows.append(["request log line (json.dumps + logger.info)",
+                 per_call_us(lambda: logger.info('{"provider": "stripe", "ms": 1.0}'), 5000)])
+
+    from bench.bare_app import create_app as bare_app
+    from inbox.web import create_app
+
+    client = bare_app().test_client()
+    rows.append(["Flask test client + bare view (POST 3 KB)",
+                 per_call_us(lambda: client.post("/webhooks/stripe", data=body), 500)])
+    with postgres() as cluster:
+        url = fresh_database(cluster, "bench_parts")
+        pool = db.create_pool(url, max_size=1, application_name="parts", open_wait=True)
+        nocheck = db.create_pool(url, max_size=1, application_name="parts", open_wait=True)
+        nocheck._check = None
+        try:
+            def checked() -> None:
+                with pool.connection():
+                    pass
+
+            def unchecked() -> None:
+                with nocheck.connection():
+                    pass
+
+            rows.append(["pool.connection() with check_connection", per_call_us(checked, 500)])
+            rows.append(["pool.connection() without check", per_call_us(unchecked, 500)])
+            counter = iter(range(10**9))
+            insert = query("inbox_insert")
+            plain = insert.replace(", pg_notify('inbox_events', '')", "")
+
+            def insert_with(sql: str) -> Callable[[], object]:
+                def run() -> object:
+                    event = ReceivedEvent("stripe", f"evt_parts_{next(counter)}", "invoice.paid",
+                                          text, body, header)
+                    with nocheck.connection() as conn:
+                        return conn.execute(sql, {
+                            "provider": event.provider, "event_id": event.event_id,
+                            "event_type": event.event_type, "payload": event.payload_text,
+                            "raw_body": event.raw_body, "signature": event.signature,
+                        }).fetchone()
+                return run
+
+            rows.append(["inbox_insert, durable commit, one client",
+                         per_call_us(insert_with(insert), 300)])
+            rows.append(["same without pg_notify", per_call_us(insert_with(plain), 300)])
+            settings = Settings(database_url=url, stripe_webhook_secrets=(BENCH_SECRET,))
+            app_client = create_app(settings).test_client()
+            logging.getLogger("inbox").handlers[:] = [handler]
+
+            fresh_bodies = iter(list(stripe_bodies(REPEATS * 300 + 10, "full")))
+
+            def full_request() -> None:
+                fresh = next(fresh_bodies)
+                app_client.post("/webhooks/stripe", data=fresh, headers={
+                    "Stripe-Signature": sign(fresh, BENCH_SECRET, int(time.time())),
+                    "Content-Type": "application/json"})
+
+            rows.append(["whole receiver request (test client, durable insert)",
+                         per_call_us(full_request, 300)])
+            app_client.application.extensions["inbox.database"].close()
+        finally:
+            pool.close()
+            nocheck.close()
+    print(table(["part", "us per call (median)"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""pgbench scripts built from the product's own named queries (sql/queries/*.sql).
+
+The drain ceiling runs exactly the worker's statements, one event per transaction: its
+claim (batch of 1), the handler's time budget, a savepoint around the handler's outbox
+insert, and the outcome (inbox_finish: status, attempts history, end of the lease). The
+SQL is read from the same files the worker reads, so the ceiling follows the worker's SQL
+when it changes. pgbench must run with `-M prepared` (or extended): the `:variables` then
+travel as parameters, which lets a timestamp or a JSON text stand inside an ARRAY[...].
+"""
+
+from __future__ import annotations
+
+import re
+
+from inbox.queries import query
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+def statement(name: str, params: dict[str, str]) -> str:
+    """Query `name` without its comments, each %(param)s replaced by a pgbench expression."""
+    lines = [ln for ln in query(name).splitlines() if not ln.lstrip().startswith("--")]
+    text = "\n".join(lines).strip().rstrip(";")
+
+    def substitute(match: re.Match[str]) -> str:
+        return params[match.group(1)]
+
+    return _PARAM.sub(substitute, text)
+
+
+def drain_one_event_per_transaction() -> str:
+    """Claim + no-op handler (one outbox insert in a savepoint) + outcome, in one transaction."""
+    claim = statement("inbox_claim", {"batch": "1", "worker": "'pgbench'"})
+    budget = statement("inbox_handler_budget", {"timeout_ms": "'30000'"})
+    outbox = statement("outbox_enqueue", {
+        "inbox_id": ":id",
+        "topic": "'bench.noop'",
+        "payload": "'{\"bench\": true}'",
+        # The worker's key, provider:event_id:topic:n (chr(58) is ':', which pgbench would
+        # take for a variable even inside a string).
+        "idempotency_key": "concat_ws(chr(58), 'stripe', :event_id::text, 'bench.noop', '0')",
+    })
+    finish = statement("inbox_finish", {
+        "ids": "ARRAY[:id::bigint]",
+        "backends": "ARRAY[:locked_backend::integer]",
+        "locked_ats": "ARRAY[:locked_at::timestamptz]",
+        "statuses": "ARRAY['processed']",
+        "outcomes": "ARRAY['processed']",
+        "delays": "ARRAY[NULL]",
+        "errors": "ARRAY[NULL]",
+        "started_ats": "ARRAY[now()]",
+        "workers": "ARRAY['pgbench']",
+    })
+    return "\n".join([
+        "BEGIN;",
+        f"{claim} \\gset",
+        f"{budget};",
+        f"{statement('inbox_handler_savepoint', {})};",
+        f"{outbox};",
+        f"{statement('inbox_handler_savepoint_release', {})};",
+        f"{finish};",
+        "COMMIT;",
+        "",
+    ])
+
+
+def insert_event() -> str:
+    """The receiver's inbox_insert, one event per transaction (the ingest's database part)."""
+    insert = statement("inbox_insert", {
+        "provider": "'stripe'",
+        "event_id": "('evt_pgbench_' || :client_id || '_' || :n)",
+        "event_type": "'invoice.paid'",
+        "payload": ":payload",
+        "raw_body": "convert_to(:payload, 'UTF8')",
+        "signature": "'t=1,v1=00'",
+    })
+    return f"\\set n random(1, 1000000000000)\n{insert};\n"
