@@ -7,6 +7,7 @@ InvalidSignature / InvalidEvent. It never touches the database.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inbox.config import Settings
-from inbox.errors import InvalidEvent, UnknownProvider
+from inbox.errors import InvalidEvent, InvalidSignature, UnknownProvider
 
 Clock = Callable[[], float]
 # Longer ids or types are not events: they would also overflow the unique index.
@@ -87,6 +88,30 @@ UNTYPED = "untyped"
 def body_digest_id(body: bytes) -> str:
     """A stable event id for a delivery that carries none: the same bytes, the same id."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def verify_body_hmac(
+    body: bytes,
+    signature: str | None,
+    secrets: tuple[str, ...],
+    sign: Callable[[bytes, str], str],
+    *,
+    secret_variable: str,
+    header_name: str,
+) -> None:
+    """Raise InvalidSignature unless `signature` is `sign(body, secret)` for one of the
+    secrets (schemes that sign the body alone, like GitHub's and Shopify's)."""
+    if not secrets:
+        raise InvalidSignature(f"no {secret_variable} is configured")
+    if not signature:
+        raise InvalidSignature(f"missing {header_name} header")
+    if not body:
+        raise InvalidSignature("empty body")
+    received = signature.encode("utf-8", "replace")
+    for secret in secrets:
+        if hmac.compare_digest(received, sign(body, secret).encode("ascii")):
+            return
+    raise InvalidSignature("no signature matches")
 
 
 def get_provider(name: str, settings: Settings, clock: Clock = time.time) -> Provider:

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from inbox.config import Settings
-from inbox.errors import InvalidSignature
 from inbox.providers import (
     UNTYPED,
     Clock,
@@ -31,6 +30,7 @@ from inbox.providers import (
     header,
     identifier,
     parse_json_object,
+    verify_body_hmac,
 )
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -70,18 +70,8 @@ class GitHubProvider:
 
     def verify(self, body: bytes, signature: str | None) -> None:
         """Raise InvalidSignature unless `signature` signs `body` with one of our secrets."""
-        if not self.secrets:
-            raise InvalidSignature("no GITHUB_WEBHOOK_SECRET is configured")
-        if not signature:
-            raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
-        if not body:
-            raise InvalidSignature("empty body")
-        received = signature.encode("utf-8", "replace")
-        for secret in self.secrets:
-            if hmac.compare_digest(received, sign(body, secret).encode("ascii")):
-                return
-        raise InvalidSignature("no signature matches")
-
+        verify_body_hmac(body, signature, self.secrets, sign,
+                         secret_variable="GITHUB_WEBHOOK_SECRET", header_name=SIGNATURE_HEADER)
 
 def sign(body: bytes, secret: str) -> str:
     """The `X-Hub-Signature-256` value for `body` (tests, `inbox send-test-event`)."""
