@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,29 @@ def signature_cases(name: str) -> dict[str, Any]:
 
 def signed_headers(body: bytes, timestamp: int, secret: str = TEST_SECRET) -> dict[str, str]:
     return {"Stripe-Signature": sign(body, secret, timestamp), "Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str = "condition", timeout: float = 30.0,
+    interval: float = 0.05,
+) -> Any:
+    """Poll until `condition()` is truthy and return it; generous deadlines, no timing
+    assertions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 @contextmanager

@@ -11,7 +11,8 @@ import pytest
 from inbox.queries import query
 from tests.audit_sample import add_message
 from tests.cli_support import cli_env, inbox
-from tests.test_relay import relay_settings, running_relay, wait_for
+from tests.support import wait_for
+from tests.test_relay import relay_settings, running_relay
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_support import INBOX, cli_env, inbox
-from tests.support import REPO
-from tests.test_procfile_web import free_port
+from tests.support import REPO, free_port
 
 pytestmark = pytest.mark.slow
 

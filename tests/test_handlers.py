@@ -23,8 +23,8 @@ from inbox.registry import Registry, load_handlers, seeds_folder
 from inbox.store import ops
 from inbox.transports.smtp import message_id
 from inbox.worker import Worker
-from tests.support import REPO, signed_headers, stripe_event_files
-from tests.test_relay import count_status, relay_settings, running_relay, wait_for
+from tests.support import REPO, signed_headers, stripe_event_files, wait_for
+from tests.test_relay import count_status, relay_settings, running_relay
 from tests.test_relay import outbox as relay_outbox
 from tests.test_transports_smtp import smtp_server
 from tests.worker_support import drain, event_row, statuses

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,22 +11,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support import REPO, TEST_SECRET, signed_headers, stripe_event_files
+from inbox.dev import procfile_commands
+from tests.support import REPO, TEST_SECRET, free_port, signed_headers, stripe_event_files
 
 BOOT_DEADLINE_SECONDS = 30
-
-
-def procfile_line(name: str) -> str:
-    for line in (REPO / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no {name}: line in the Procfile")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
@@ -53,9 +40,9 @@ def test_procfile_web_line_serves_the_receiver(database_url, db):
         "WEB_CONCURRENCY": "2",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    process = subprocess.Popen(procfile_line("web"), shell=True, cwd=REPO, env=env,
-                               start_new_session=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    web = procfile_commands(REPO / "Procfile")["web"]
+    process = subprocess.Popen(web, shell=True, cwd=REPO, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process)

@@ -25,7 +25,7 @@ from inbox.config import Settings
 from inbox.relay import loop_spec
 from inbox.runner import ProcessControl, run_loop
 from inbox.store import relay as store
-from tests.support import serve_wsgi
+from tests.support import serve_wsgi, wait_for
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DEADLINE_SECONDS = 30.0
@@ -62,17 +62,6 @@ def count_status(db: psycopg.Connection, status: str, topic_like: str = "%") -> 
     return db.execute(
         "SELECT count(*) FROM outbox WHERE status = %s AND topic LIKE %s", [status, topic_like]
     ).fetchone()[0]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def relay_settings(database_url: str, routes: str, **overrides: Any) -> Settings:

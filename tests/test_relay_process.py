@@ -19,8 +19,8 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from inbox.store import relay as store
-from tests.support import REPO
-from tests.test_relay import add_messages, count_status, outbox, sink, wait_for
+from tests.support import REPO, wait_for
+from tests.test_relay import add_messages, count_status, outbox, sink
 
 pytestmark = pytest.mark.slow
 

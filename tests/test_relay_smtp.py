@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from tests.support import wait_for
 from tests.test_relay import (
     add_message,
     count_status,
     outbox,
     relay_settings,
     running_relay,
-    wait_for,
 )
 from tests.test_transports_smtp import smtp_server
 
@@ -44,7 +44,7 @@ def test_email_content_and_message_id_arrive_and_other_topics_go_elsewhere(datab
 
 
 def test_an_smtp_outage_is_retried_then_delivered(database_url, db):
-    from tests.test_transports_smtp import free_port
+    from tests.support import free_port
 
     port = free_port()
     add_message(db, "email.send", {"to": "a@example.com", "subject": "s", "text": "t"}, "k1")

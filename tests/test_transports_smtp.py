@@ -6,7 +6,6 @@ import email
 import email.policy
 import json
 import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -19,6 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from inbox.routes import parse_routes
 from inbox.store.relay import OutboxMessage
 from inbox.transports.smtp import InvalidEmail, SmtpTransport, build_email, message_id
+from tests.support import free_port
 
 USER, PASSWORD = "relay", "s3cret,with=odd@chars"
 
@@ -47,12 +47,6 @@ def _authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult
     ok = isinstance(auth_data, LoginPassword) and (
         auth_data.login.decode(), auth_data.password.decode()) == (USER, PASSWORD)
     return AuthResult(success=ok, handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -20,13 +20,13 @@ from inbox.registry import Registry
 from inbox.store import ops
 from inbox.store import worker as store
 from inbox.worker import Worker
+from tests.support import wait_for
 from tests.worker_support import (
     EFFECTS_TABLE,
     drain,
     event_row,
     insert_events,
     statuses,
-    wait_for,
 )
 
 MakeWorker = Callable[..., Worker]

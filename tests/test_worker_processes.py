@@ -19,6 +19,7 @@ import pytest
 
 from inbox.queries import query
 from inbox.runner import EXIT_INTERRUPTED, EXIT_OK
+from tests.support import wait_for
 from tests.worker_support import (
     EFFECTS_TABLE,
     WorkerProcesses,
@@ -26,7 +27,6 @@ from tests.worker_support import (
     insert_events,
     kill_group,
     statuses,
-    wait_for,
     write_handlers,
 )
 

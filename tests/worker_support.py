@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -106,20 +105,6 @@ def event_row(conn: psycopg.Connection, event_id: str) -> dict[str, Any]:
     row = cur.fetchone()
     assert row is not None, event_id
     return dict(zip(names, row, strict=True))
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
-) -> Any:
-    """Poll until `condition()` is truthy; generous deadlines, no timing assertions."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class WorkerProcesses:
