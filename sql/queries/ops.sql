@@ -3,8 +3,10 @@
 SELECT status, count(*) FROM inbox GROUP BY status;
 
 -- name: inbox_leased_count
--- Events a worker holds right now (between claim and outcome).
-SELECT count(*) FROM inbox WHERE locked_backend IS NOT NULL AND status = 'pending';
+-- Events a worker holds right now (between claim and outcome): the 'infinity' end of
+-- inbox_due_idx.
+SELECT count(*) FROM inbox
+WHERE status = 'pending' AND next_attempt_at = 'infinity' AND locked_backend IS NOT NULL;
 
 -- name: outbox_status_counts
 -- Messages by status, for `inbox status`.

@@ -74,8 +74,9 @@ SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' E
     locked_by = NULL,
     locked_backend = NULL,
     locked_at = NULL
-WHERE locked_backend IS NOT NULL
-  AND status = 'pending'
+WHERE status = 'pending'
+  AND next_attempt_at = 'infinity'  -- leased rows: the far end of outbox_due_idx
+  AND locked_backend IS NOT NULL
   AND NOT EXISTS (
       SELECT 1 FROM pg_stat_activity AS a
       WHERE a.pid = outbox.locked_backend AND a.backend_start <= outbox.locked_at

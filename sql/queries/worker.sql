@@ -87,6 +87,7 @@ WITH outcome AS (
     FROM outcome o
     WHERE inbox.id = o.id
       AND inbox.status = 'pending'
+      AND inbox.next_attempt_at = 'infinity'
       AND inbox.locked_backend = o.backend
       AND inbox.locked_at = o.locked_at
     RETURNING inbox.id, inbox.attempts
@@ -103,16 +104,17 @@ SELECT count(*) FROM finished;
 -- name: inbox_dead_leases
 -- Leases whose worker is gone: the backend that claimed them is no longer connected, or its
 -- pid now belongs to a backend started after the claim. (backend_start is NULL for another
--- role's sessions without pg_read_all_stats: such a lease counts as alive.) Cheap when
--- nothing is leased: the partial index inbox_locked_idx holds only leased rows. A plain
+-- role's sessions without pg_read_all_stats: such a lease counts as alive.) Cheap: leased
+-- rows are the 'infinity' end of inbox_due_idx (see migration 0005). A plain
 -- SELECT, not FOR UPDATE: every lease it sees was committed, so its backend had started,
 -- before pg_stat_activity was read (a FOR UPDATE re-check could see a newer lease than that
 -- snapshot). inbox_finish then fences on the lease itself, so two rescuers racing finish each
 -- lease once.
 SELECT id, attempts, locked_by, locked_backend, locked_at
 FROM inbox
-WHERE locked_backend IS NOT NULL
-  AND status = 'pending'
+WHERE status = 'pending'
+  AND next_attempt_at = 'infinity'
+  AND locked_backend IS NOT NULL
   AND NOT EXISTS (
       SELECT 1 FROM pg_stat_activity a
       WHERE a.pid = inbox.locked_backend
@@ -130,7 +132,8 @@ SET attempts = greatest(attempts - 1, 0),
     locked_by = NULL,
     locked_backend = NULL,
     locked_at = NULL
-WHERE locked_backend = pg_backend_pid() AND status = 'pending'
+WHERE status = 'pending' AND next_attempt_at = 'infinity'
+  AND locked_backend = pg_backend_pid()
 RETURNING id;
 
 -- name: outbox_enqueue
