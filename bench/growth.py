@@ -18,16 +18,13 @@ from pathlib import Path
 
 import psycopg
 
-from bench.drain import copy_database, inbox_worker, worker_available
+from bench.drain import copy_database, finished_attempts, inbox_worker, worker_available
 from bench.harness import fresh_database, postgres, running, table, venv_env
 from bench.report import Report
 from bench.seed import seed_events
 
 TARGET_SLOWDOWN = 0.10
 TARGET_SUSTAINED = 0.90
-# Events finished so far: one inbox_attempts row per attempt, read from its sequence
-# (O(1), where counting a growing table is not).
-PROGRESS_SQL = "SELECT last_value FROM inbox_attempts_id_seq"
 # Vacuum the inbox after every few thousand dead rows rather than a fifth of the table, at
 # full speed: each claimed event leaves two dead entries in the partial index the claim
 # walks (its lease and its outcome each write a new row version).
@@ -88,11 +85,11 @@ def sustained(args: argparse.Namespace, rate_guess: float) -> tuple[list[float],
                 psycopg.connect(url, autocommit=True) as conn:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
-                samples.append((time.monotonic(), int(conn.execute(PROGRESS_SQL).fetchone()[0])))
+                samples.append((time.monotonic(), finished_attempts(conn)))
                 if not process.alive():
                     raise RuntimeError(f"inbox worker exited:\n{process.tail()}")
                 time.sleep(1.0)
-            samples.append((time.monotonic(), int(conn.execute(PROGRESS_SQL).fetchone()[0])))
+            samples.append((time.monotonic(), finished_attempts(conn)))
             stats = conn.execute(
                 "SELECT n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count"
                 " FROM pg_stat_user_tables WHERE relname = 'inbox'").fetchone()

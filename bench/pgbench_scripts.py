@@ -1,8 +1,8 @@
 """pgbench scripts built from the product's own named queries (sql/queries/*.sql).
 
 The drain ceiling runs exactly the worker's statements, one event per transaction: its
-claim (batch of 1), the handler's time budget, a savepoint around the handler's outbox
-insert, and the outcome (inbox_finish: status, attempts history, end of the lease). The
+claim (batch of 1), the handler's time budget, the handler's outbox message and the
+outcome (inbox_finish: status, attempts history, end of the lease). The
 SQL is read from the same files the worker reads, so the ceiling follows the worker's SQL
 when it changes. pgbench must run with `-M prepared` (or extended): the `:variables` then
 travel as parameters, which lets a timestamp or a JSON text stand inside an ARRAY[...].
@@ -29,16 +29,21 @@ def statement(name: str, params: dict[str, str]) -> str:
 
 
 def drain_one_event_per_transaction() -> str:
-    """Claim + no-op handler (one outbox insert in a savepoint) + outcome, in one transaction."""
+    """Claim + no-op handler (one outbox message) + outcome, in one transaction.
+
+    No savepoint: the worker opens one only for a handler that runs SQL of its own, and
+    writes the messages of a batch with its outcomes.
+    """
     claim = statement("inbox_claim", {"batch": "1", "worker": "'pgbench'"})
     budget = statement("inbox_handler_budget", {"timeout_ms": "'30000'"})
     outbox = statement("outbox_enqueue", {
-        "inbox_id": ":id",
-        "topic": "'bench.noop'",
-        "payload": "'{\"bench\": true}'",
+        "inbox_ids": "ARRAY[:id::bigint]",
+        "topics": "ARRAY['bench.noop']",
+        "payloads": "ARRAY['{\"bench\": true}']",
         # The worker's key, provider:event_id:topic:n (chr(58) is ':', which pgbench would
         # take for a variable even inside a string).
-        "idempotency_key": "concat_ws(chr(58), 'stripe', :event_id::text, 'bench.noop', '0')",
+        "idempotency_keys":
+            "ARRAY[concat_ws(chr(58), 'stripe', :event_id::text, 'bench.noop', '0')]",
     })
     finish = statement("inbox_finish", {
         "ids": "ARRAY[:id::bigint]",
@@ -55,9 +60,7 @@ def drain_one_event_per_transaction() -> str:
         "BEGIN;",
         f"{claim} \\gset",
         f"{budget};",
-        f"{statement('inbox_handler_savepoint', {})};",
         f"{outbox};",
-        f"{statement('inbox_handler_savepoint_release', {})};",
         f"{finish};",
         "COMMIT;",
         "",

@@ -6,12 +6,14 @@ def invoice_paid(event, tx):
     tx.execute("UPDATE app_users SET plan_status = 'active' WHERE ...", [...])
     tx.outbox("email.receipt", {"to": ..., "pdf": ...})
 ```
-Everything a handler does through `tx` happens in the event's own savepoint inside the
-worker's transaction: it commits together with the event's new status, or not at all.
+Everything a handler does through `tx` happens in the worker's transaction: its statements
+in the event's own savepoint, its outbox messages written with the batch's outcomes. It
+commits together with the event's new status, or not at all.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +21,7 @@ from typing import Any
 
 from inbox import db
 from inbox.store import worker as store
+from inbox.store.worker import OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,10 @@ class HandlerTx:
     """The handler's window on the event's transaction.
 
     The savepoint is opened lazily, by the first statement: a handler that touches no table
-    (or an event without handler) costs no round trip for it.
+    (or an event without handler) costs no round trip for it. Outbox messages are kept here
+    until the handler returns; the worker writes those of every handler that succeeded in
+    one statement, with the batch's outcomes (a failed handler's messages are dropped, as
+    its savepoint is rolled back).
     """
 
     def __init__(self, conn: db.Connection, event: Event) -> None:
@@ -50,30 +56,28 @@ class HandlerTx:
         self._event = event
         self._outbox_counts: Counter[str] = Counter()
         self.in_savepoint = False
-        self.queued_messages = 0  # new outbox rows: the worker wakes the relay after commit
+        self.messages: list[OutboxMessage] = []
 
     def execute(self, sql: str, params: Any = None) -> Any:
         """Run `sql` in the event's transaction; returns the psycopg cursor."""
         self._begin()
         return self._conn.execute(sql, params)
 
-    def outbox(self, topic: str, payload: Any, key: str | None = None) -> bool:
-        """Queue a message for the relay, committed with the event; False if already queued.
+    def outbox(self, topic: str, payload: Any, key: str | None = None) -> None:
+        """Queue a message for the relay, committed with the event's outcome.
 
         The idempotency key defaults to `provider:event_id:topic:n` (n counts this run's
         messages of that topic), so a retry or a replay of the event never queues a second
-        copy, and receivers can drop duplicates the relay delivers.
+        copy (a key already in the outbox is skipped), and receivers can drop duplicates the
+        relay delivers. The row is written when the batch finishes, after the handler
+        returns: a SELECT on `outbox` inside the handler does not see it yet.
         """
-        self._begin()
         n = self._outbox_counts[topic]
         self._outbox_counts[topic] += 1
         if key is None:
             key = f"{self._event.provider}:{self._event.id}:{topic}:{n}"
-        inserted = store.enqueue_outbox(self._conn, self._event.inbox_id, topic, payload, key)
-        if inserted is None:
-            return False
-        self.queued_messages += 1
-        return True
+        # Serialised now, so a payload JSON cannot encode fails this handler, not the batch.
+        self.messages.append(OutboxMessage(self._event.inbox_id, topic, json.dumps(payload), key))
 
     def lock_object(self, object_key: str) -> None:
         """Serialise handlers working on one object: waits for the lock, held until commit."""

@@ -4,8 +4,9 @@ One `run_once()` is:
 1. **claim** (`inbox_claim`, autocommit): up to `batch_size` due events are leased to this
    connection's backend and their attempt is counted, durably, before any handler runs;
 2. **process**, in ONE transaction: each event's handler in its own savepoint (a failing
-   handler rolls back only its own writes), then all outcomes in one statement
-   (`inbox_finish`): handler writes, outbox rows and status changes commit together;
+   handler rolls back only its own writes), then the outbox messages of the handlers that
+   succeeded and all outcomes, two statements in one round trip (`outbox_enqueue`,
+   `inbox_finish`): handler writes, outbox rows and status changes commit together;
 3. events that crashed a worker before are claimed at most one at a time and processed
    alone, in their own transaction, so a poison event only takes itself down.
 
@@ -29,7 +30,7 @@ from inbox.handler_tx import Event, HandlerTx
 from inbox.registry import Registry
 from inbox.runner import Control, LoopSpec, NullControl
 from inbox.store import worker as store
-from inbox.store.worker import ClaimedEvent, Lease, Outcome
+from inbox.store.worker import ClaimedEvent, Lease, OutboxMessage, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Worker:
         self.max_attempts = max(1, settings.max_attempts)
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
         store.start_session(self.conn)
-        self._queued_messages = 0  # by the handlers of the batch in hand that succeeded
+        self._messages: list[OutboxMessage] = []  # of the batch's handlers that succeeded
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Worker:
 
     def _process(self, events: list[ClaimedEvent]) -> None:
         outcomes: list[Outcome] = []
-        self._queued_messages = 0
+        self._messages = []
         with self.conn.transaction():
             store.set_handler_budget(self.conn, self.settings.handler_timeout_seconds)
             for claimed in events:
@@ -114,8 +115,8 @@ class Worker:
                     outcomes.append(Outcome(claimed.lease, "pending", "released"))
                     continue
                 outcomes.append(self._run_handler(claimed))
-            finished = store.finish(self.conn, outcomes)
-        if self._queued_messages:
+            finished, queued = store.finish_batch(self.conn, outcomes, self._messages)
+        if queued:
             store.wake_relay(self.conn)
         if finished != len(outcomes):
             log.warning("%d of %d leases were lost before their outcome was recorded",
@@ -143,7 +144,7 @@ class Worker:
                 if self.conn.info.transaction_status.name == "INERROR":
                     raise RuntimeError("the handler caught a database error and carried on")
                 store.release_savepoint(self.conn)
-            self._queued_messages += tx.queued_messages
+            self._messages.extend(tx.messages)
         except Exception as exc:
             if self.conn.broken:
                 # The backend is gone (killed by the idle timeout, or the database went

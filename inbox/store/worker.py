@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +62,16 @@ class Outcome:
     started_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A handler's message, written with its batch's outcomes (outbox_enqueue)."""
+
+    inbox_id: int
+    topic: str
+    payload_json: str
+    idempotency_key: str
+
+
 def claim(conn: db.Connection, worker: str, batch: int) -> list[ClaimedEvent]:
     """Lease up to `batch` due events (its own transaction: the connection is autocommit)."""
     rows = conn.execute(query("inbox_claim"), {"worker": worker, "batch": batch}).fetchall()
@@ -93,7 +102,38 @@ def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
     """Write the outcomes (status, history, end of lease) in one statement; rows finished."""
     if not outcomes:
         return 0
-    params = {
+    row = conn.execute(query("inbox_finish"), _finish_params(outcomes)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def finish_batch(
+    conn: db.Connection, outcomes: Sequence[Outcome], messages: Sequence[OutboxMessage]
+) -> tuple[int, int]:
+    """The outbox messages and the outcomes of a batch, in one round trip (pipeline).
+
+    Returns (rows finished, messages inserted). Both statements run in the caller's
+    transaction; neither waits for the other's answer.
+    """
+    with conn.pipeline():
+        queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
+            if messages else None
+        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
+    inserted = len(queued.fetchall()) if queued is not None else 0
+    row = finished.fetchone()
+    return (int(row[0]) if row else 0), inserted
+
+
+def _enqueue_params(messages: Sequence[OutboxMessage]) -> dict[str, list[Any]]:
+    return {
+        "inbox_ids": [m.inbox_id for m in messages],
+        "topics": [m.topic for m in messages],
+        "payloads": [m.payload_json for m in messages],
+        "idempotency_keys": [m.idempotency_key for m in messages],
+    }
+
+
+def _finish_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    return {
         "ids": [o.lease.inbox_id for o in outcomes],
         "backends": [o.lease.backend for o in outcomes],
         "locked_ats": [o.lease.locked_at for o in outcomes],
@@ -104,8 +144,6 @@ def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
         "started_ats": [o.started_at for o in outcomes],
         "workers": [o.lease.locked_by for o in outcomes],
     }
-    row = conn.execute(query("inbox_finish"), params).fetchone()
-    return int(row[0]) if row else 0
 
 
 def dead_leases(conn: db.Connection, limit: int = 1000) -> list[Lease]:
@@ -130,22 +168,6 @@ def start_session(conn: db.Connection) -> None:
 def wake_relay(conn: db.Connection) -> None:
     """Wake idle relays: messages were committed (call after the commit)."""
     conn.execute(query("outbox_wake_relay"))
-
-
-def enqueue_outbox(
-    conn: db.Connection, inbox_id: int, topic: str, payload: Any, idempotency_key: str
-) -> int | None:
-    """Add an outbox message; its id, or None when the key was already there."""
-    row = conn.execute(
-        query("outbox_enqueue"),
-        {
-            "inbox_id": inbox_id,
-            "topic": topic,
-            "payload": json.dumps(payload),
-            "idempotency_key": idempotency_key,
-        },
-    ).fetchone()
-    return row[0] if row else None
 
 
 def apply_if_newer(conn: db.Connection, object_key: str, created: float, inbox_id: int) -> bool:

@@ -137,11 +137,16 @@ WHERE status = 'pending' AND next_attempt_at = 'infinity'
 RETURNING id;
 
 -- name: outbox_enqueue
--- A handler's message, in the handler's transaction. The idempotency key is unique: a
--- re-run of the same event (a retry, a replay) finds its message already there and adds
+-- The messages the batch's handlers queued (tx.outbox), in one statement, in the batch's
+-- transaction: they commit with the outcomes, or not at all. The idempotency key is unique:
+-- a re-run of the same event (a retry, a replay) finds its message already there and adds
 -- nothing (no row back). The relay is woken after the commit (outbox_wake_relay).
 INSERT INTO outbox (inbox_id, topic, payload, idempotency_key)
-VALUES (%(inbox_id)s, %(topic)s, %(payload)s::jsonb, %(idempotency_key)s)
+SELECT m.inbox_id, m.topic, m.payload::jsonb, m.idempotency_key
+FROM unnest(%(inbox_ids)s::bigint[], %(topics)s::text[], %(payloads)s::text[],
+            %(idempotency_keys)s::text[]) WITH ORDINALITY
+     AS m(inbox_id, topic, payload, idempotency_key, n)
+ORDER BY m.n
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
