@@ -14,11 +14,12 @@ import re
 
 from inbox.queries import query
 
-_PARAM = re.compile(r"%\((\w+)\)s")
+_PARAM = re.compile(r"%\((\w+)\)[sb]")
 
 
 def statement(name: str, params: dict[str, str]) -> str:
-    """Query `name` without its comments, each %(param)s replaced by a pgbench expression."""
+    """Query `name` without its comments, each %(param)s or %(param)b (a parameter sent in
+    binary) replaced by a pgbench expression."""
     lines = [ln for ln in query(name).splitlines() if not ln.lstrip().startswith("--")]
     text = "\n".join(lines).strip().rstrip(";")
 

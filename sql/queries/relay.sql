@@ -1,17 +1,17 @@
 -- name: outbox_claim
--- Take up to %(limit)s due messages as a lease, in one autocommit statement: the attempt is
+-- Take up to `limit` due messages as a lease, in one autocommit statement: the attempt is
 -- counted now, before any network call, and the row is marked as held by this relay
 -- (locked_by) and by its connection (locked_backend: if that backend disappears, the relay
 -- died and outbox_rescue takes the row back). next_attempt_at = 'infinity' takes the row
 -- out of the due index while it is held. No transaction stays open during delivery.
--- Topics in %(skip_topics)s go to a destination that is busy right now; leaving them lets
+-- Topics in skip_topics go to a destination that is busy right now; leaving them lets
 -- the claim take messages for every other destination (no head-of-line blocking).
 WITH due AS (
     SELECT id
     FROM outbox
     WHERE status = 'pending'
       AND next_attempt_at <= now()
-      AND topic <> ALL (%(skip_topics)s::text[])
+      AND topic <> ALL (%(skip_topics)b::text[])
     ORDER BY next_attempt_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -29,7 +29,7 @@ RETURNING outbox.id, outbox.topic, outbox.payload::text AS payload_json,
 
 -- name: outbox_record_outcomes
 -- The outcomes of a batch of deliveries, in one statement: 'sent', 'dead', or 'pending' again
--- with its next attempt %(delays)s seconds from now. Only rows this relay still holds are
+-- with its next attempt `delays` seconds from now. Only rows this relay still holds are
 -- changed; a 'sent' is also kept for a row the crash rescue took back meanwhile (it was
 -- delivered: better recorded than sent again).
 UPDATE outbox
@@ -40,8 +40,8 @@ SET status = r.status,
     locked_by = NULL,
     locked_backend = NULL,
     locked_at = NULL
-FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
-            %(delays)s::float8[]) AS r (id, status, error, delay_seconds)
+FROM unnest(%(ids)b::bigint[], %(statuses)b::text[], %(errors)b::text[],
+            %(delays)b::float8[]) AS r (id, status, error, delay_seconds)
 WHERE outbox.id = r.id
   AND outbox.status = 'pending'
   AND (outbox.locked_by = %(locked_by)s OR (r.status = 'sent' AND outbox.locked_by IS NULL))
@@ -56,7 +56,7 @@ SET attempts = greatest(attempts - 1, 0),
     locked_by = NULL,
     locked_backend = NULL,
     locked_at = NULL
-WHERE id = ANY (%(ids)s::bigint[])
+WHERE id = ANY (%(ids)b::bigint[])
   AND status = 'pending'
   AND locked_by = %(locked_by)s;
 

@@ -3,7 +3,7 @@
 LISTEN inbox_events;
 
 -- name: inbox_claim
--- Lease up to %(batch)s due events to this worker, in one autocommit statement. The attempt
+-- Lease up to `batch` due events to this worker, in one autocommit statement. The attempt
 -- is counted here, durably, before any handler runs: a worker that dies mid-handler has still
 -- used an attempt, so a poison event ends `dead` instead of crash-looping.
 -- `next_attempt_at = 'infinity'` takes a leased row out of the claim's reach while it stays
@@ -65,11 +65,14 @@ ROLLBACK TO SAVEPOINT inbox_handler; RELEASE SAVEPOINT inbox_handler;
 --   released: never started (shutdown): back to `pending` now, the attempt given back,
 --            no history row.
 -- Returns the number of rows finished.
+-- Arrays travel in binary (placeholders ending in b): psycopg writes a text array in Python, one regex per
+-- element, ~60 us for 32 strings and ~130 us for 32 timestamps, against ~8 us in binary;
+-- that was a third of the worker's CPU per event.
 WITH outcome AS (
     SELECT *
-    FROM unnest(%(ids)s::bigint[], %(backends)s::integer[], %(locked_ats)s::timestamptz[],
-                %(statuses)s::text[], %(outcomes)s::text[], %(delays)s::float8[],
-                %(errors)s::text[], %(started_ats)s::timestamptz[], %(workers)s::text[])
+    FROM unnest(%(ids)b::bigint[], %(backends)b::integer[], %(locked_ats)b::timestamptz[],
+                %(statuses)b::text[], %(outcomes)b::text[], %(delays)b::float8[],
+                %(errors)b::text[], %(started_ats)b::timestamptz[], %(workers)b::text[])
          AS o(id, backend, locked_at, status, outcome, delay_seconds, error, started_at, worker)
 ), finished AS (
     UPDATE inbox
@@ -143,8 +146,8 @@ RETURNING id;
 -- nothing (no row back). The relay is woken after the commit (outbox_wake_relay).
 INSERT INTO outbox (inbox_id, topic, payload, idempotency_key)
 SELECT m.inbox_id, m.topic, m.payload::jsonb, m.idempotency_key
-FROM unnest(%(inbox_ids)s::bigint[], %(topics)s::text[], %(payloads)s::text[],
-            %(idempotency_keys)s::text[]) WITH ORDINALITY
+FROM unnest(%(inbox_ids)b::bigint[], %(topics)b::text[], %(payloads)b::text[],
+            %(idempotency_keys)b::text[]) WITH ORDINALITY
      AS m(inbox_id, topic, payload, idempotency_key, n)
 ORDER BY m.n
 ON CONFLICT (idempotency_key) DO NOTHING
