@@ -46,3 +46,19 @@ def test_a_leased_row_reads_back(db):
                " VALUES ('t', '{}', 'k', 'infinity')")
     assert db.execute("SELECT next_attempt_at FROM outbox").fetchone()[0] == (
         datetime.max.replace(tzinfo=UTC))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_json_and_jsonb_load_exactly_even_beyond_64_bit_integers(database_url, binary):
+    """jsonb is parsed with orjson, which refuses integers past 64 bits: those still load,
+    exactly, through the standard library."""
+    document = ('{"amount": 123456789012345678901234567890, "currency": "eur", '
+                '"lines": [1.5, null, true, "\\u00e9"]}')
+    with db.connect(database_url) as conn, conn.cursor(binary=binary) as cur:
+        as_jsonb, as_json, small = cur.execute(
+            "SELECT %s::jsonb, %s::json, '{\"id\": 9007199254740993}'::jsonb",
+            [document, document]).fetchone()
+    expected = {"amount": 123456789012345678901234567890, "currency": "eur",
+                "lines": [1.5, None, True, "é"]}
+    assert as_jsonb == expected and as_json == expected
+    assert small == {"id": 9007199254740993}  # past a double's precision, still exact

@@ -244,6 +244,47 @@ def test_a_failing_handler_rolls_back_only_its_own_event(effects, registry, make
     assert effects.execute("SELECT count(*) FROM outbox").fetchone()[0] == 6
 
 
+def test_a_message_that_is_not_json_fails_only_its_own_handler(effects, registry, make_worker):
+    @registry.handler("test", "odd")
+    def odd(event, tx):
+        record_effect(event, tx)
+        tx.outbox("test.first", {"event": event.id})
+        if event.payload.get("odd"):
+            tx.outbox("test.odd", {"when": object()})  # not JSON: TypeError in the handler
+
+    [fine] = insert_events(effects, "odd", 1, prefix="fine")
+    [bad] = insert_events(effects, "odd", 1, prefix="bad", payload={"odd": True})
+    assert make_worker(batch_size=10).run_once() == 2
+
+    assert event_row(effects, fine)["status"] == "processed"
+    row = event_row(effects, bad)
+    assert row["status"] == "pending" and row["last_error"].startswith("TypeError")
+    assert effect_count(effects, bad) == 0
+    # Only the handler that returned queued anything; its message went out whole.
+    assert effects.execute("SELECT topic, inbox_id IS NOT NULL FROM outbox").fetchall() == [
+        ("test.first", True)]
+
+
+def test_messages_keep_the_order_handlers_queued_them(effects, registry, make_worker):
+    @registry.handler("test", "many")
+    def many(event, tx):
+        for n in range(3):
+            tx.outbox("test.many", {"event": event.id, "n": n})
+        tx.outbox("test.shared", {"event": event.id}, key="one-per-batch")
+
+    event_ids = insert_events(effects, "many", 4)
+    assert make_worker(batch_size=10).run_once() == 4
+
+    rows = effects.execute(
+        "SELECT payload->>'event', (payload->>'n')::int FROM outbox WHERE topic = 'test.many'"
+        " ORDER BY id").fetchall()
+    assert rows == [(event_id, n) for event_id in sorted(event_ids) for n in range(3)]
+    # Two events of one batch queued the same key: the first one's message is kept.
+    shared = effects.execute("SELECT payload->>'event' FROM outbox WHERE topic = 'test.shared'"
+                             ).fetchall()
+    assert shared == [(sorted(event_ids)[0],)]
+
+
 def test_a_handler_that_swallows_a_database_error_fails(effects, registry, make_worker):
     @registry.handler("test", "sloppy")
     def sloppy(event, tx):
