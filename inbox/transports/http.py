@@ -9,7 +9,7 @@ The client is the standard library's http.client with one keep-alive connection 
 (delivery thread, origin). Measured on the 2-core machine against a local sink, it does
 4,100 requests/s with 8 threads where urllib3 2.x does 1,500: urllib3 writes the headers
 and the body of a request in two socket writes, http.client in one, and on loopback each
-write costs a full trip through the TCP stack (see docs/architecture.md).
+write costs a full trip through the TCP stack (see docs/decisions.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,6 @@
 -- entries cannot be marked killed while one live lease shares the list. Each lookup by
 -- backend then visited every row that backend had ever leased since the last VACUUM, and
 -- the batch outcome (inbox_finish), which the planner ran through that index, cost ~0.8 ms
--- per event after 20,000 events (docs/architecture.md, "Leases live in the due index").
+-- per event after 20,000 events (docs/decisions.md, "Leases live in the due index").
 DROP INDEX IF EXISTS inbox_locked_idx;
 DROP INDEX IF EXISTS outbox_locked_idx;

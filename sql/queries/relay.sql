@@ -84,5 +84,6 @@ WHERE status = 'pending'
 RETURNING id, status;
 
 -- name: outbox_listen
--- Wake-ups: handlers NOTIFY this channel when they add outbox rows (polling is the fallback).
+-- Wake-ups: the worker notifies this channel after a batch that queued messages commits
+-- (outbox_wake_relay; polling is the fallback).
 LISTEN outbox_messages;

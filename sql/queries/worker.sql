@@ -1,5 +1,5 @@
 -- name: inbox_listen
--- The worker's wake-up channel: the receiver's inbox_insert notifies it for each new event.
+-- The worker's wake-up channel: the receiver notifies it after new events commit.
 LISTEN inbox_events;
 
 -- name: inbox_claim
