@@ -151,10 +151,6 @@ def pgbench(url: str, clients: int, events: int, script: str, name: str) -> Drai
     return Drained(name, f"-c {clients} -M prepared", transactions, transactions / tps)
 
 
-def without_notify(script: str) -> str:
-    return script.replace(", pg_notify('outbox_messages', '')", "")
-
-
 # -- peers -------------------------------------------------------------------------------
 
 def peer(cluster: Cluster, name: str, jobs: int, setting: int) -> Drained:
@@ -197,16 +193,11 @@ def run(args: argparse.Namespace) -> Report:
                 if best is None or drained.rate > best.rate:
                     best = drained
         clients = int(best.setting.split()[-1]) if best else max(args.concurrency)
-        script = drain_one_event_per_transaction()
-        scripts = [("pgbench: worker SQL, 1 event/tx", script)]
-        if without_notify(script) != script:  # what a NOTIFY in the transaction costs
-            scripts.append(("pgbench: same, outbox NOTIFY removed", without_notify(script)))
-        for label, text in scripts:
-            url = copy_of_seed(cluster, "bench_drain")
-            drained = pgbench(url, clients, args.events, text, label)
-            results.append(drained)
-            print(f"{label}: {drained.rate:,.0f}/s", flush=True)
-            ceiling = ceiling or drained
+        label = "pgbench: worker SQL, 1 event/tx"
+        url = copy_of_seed(cluster, "bench_drain")
+        ceiling = pgbench(url, clients, args.events, drain_one_event_per_transaction(), label)
+        results.append(ceiling)
+        print(f"{label}: {ceiling.rate:,.0f}/s", flush=True)
         peers: dict[str, Drained] = {}
         for name, settings in (("pgqueuer", args.pgqueuer_batch),
                                ("procrastinate", args.procrastinate_concurrency)):
