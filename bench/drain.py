@@ -220,12 +220,12 @@ def run(args: argparse.Namespace) -> Report:
         for d in results
     ])
     report.body += (
-        f"\n\n{args.events:,} events (the fixture bodies, ~3 KB) seeded `pending` and copied "
-        "fresh for each drainer. The worker is timed from its first claim to the last event "
-        "finished; pgbench reports its own rate (without connection time); peers from their "
-        "worker's start to an empty queue, one process each (Procrastinate drains a fifth of "
-        "the backlog: its rate is what counts). `vs worker` = the best worker rate over that "
-        "row's."
+        f"\n\n{args.events:,} events (the fixture bodies, ~3 KB) seeded `pending` and "
+        "copied fresh for each drainer. The worker is timed from its first finished event "
+        "to the last (read from a sequence); pgbench reports its own rate (without "
+        "connection time); peers from their worker's start to an empty queue, one process "
+        "each (Procrastinate drains a fifth of the backlog: its rate is what counts). "
+        "`vs worker` = the best worker rate over that row's."
     )
     if best is None:
         report.body += "\n\n`inbox worker` is not available yet: only the ceiling and peers ran."
