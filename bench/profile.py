@@ -20,9 +20,9 @@ from pathlib import Path
 BUCKETS = (
     ("pool: check_connection (round trip before each request)", "check_connection"),
     ("pool: getconn/putconn", "psycopg_pool/pool.py"),
+    ("wake-up: asking the notifier thread for a NOTIFY", "WakeNotifier.wake"),
     ("database: inbox_insert (execute + commit wait)", "insert_event"),
-    ("stripe SDK verify_header (HMAC)", "verify_header"),
-    ("signature checks around the SDK", "providers/stripe.py"),
+    ("signature check (HMAC and header rules)", "providers/stripe.py"),
     ("JSON parse of the body", "parse_json_object"),
     ("request log line", "logging/__init__.py"),
     ("jsonify (response)", "jsonify"),

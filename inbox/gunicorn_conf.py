@@ -1,7 +1,7 @@
 """Gunicorn settings for the Procfile's `web` line (`-c python:inbox.gunicorn_conf`).
 
 Threaded workers (gthread), 2 per core with 4 threads each, chosen by measurement
-(`python -m bench ingest --sweep`, table in docs/architecture.md): a request waits on its
+(`python -m bench ingest --sweep`, table in docs/decisions.md): a request waits on its
 commit's WAL flush, and threads overlap those waits (and let PostgreSQL group the commits)
 where a sync worker sits idle; gthread also keeps connections alive, which sync workers
 never do. 4x4 took about 1.8x the events/s of 4 sync workers with a lower p99, while more
@@ -35,3 +35,12 @@ errorlog = "-"
 def post_fork(server, worker) -> None:
     """Logging is set up in each worker, after the fork."""
     configure_logging()
+
+
+def worker_exit(server, worker) -> None:
+    """Stop the receiver's notifier thread and close its pool as a worker exits, so its
+    connections end cleanly rather than with the process."""
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    database = extensions.get("inbox.database")
+    if database is not None:
+        database.close()

@@ -12,7 +12,14 @@ import urllib.request
 from pathlib import Path
 
 from inbox.dev import procfile_commands
-from tests.support import REPO, TEST_SECRET, free_port, signed_headers, stripe_event_files
+from tests.support import (
+    REPO,
+    TEST_SECRET,
+    free_port,
+    signed_headers,
+    stripe_event_files,
+    wait_for,
+)
 
 BOOT_DEADLINE_SECONDS = 30
 
@@ -28,6 +35,15 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.1)
     raise AssertionError("gunicorn did not become healthy")
+
+
+def web_connections(db, application_name: str) -> int:
+    """Connections to the test's database whose application_name is LIKE the pattern."""
+    return db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE %s",
+        [application_name],
+    ).fetchone()[0]
 
 
 def test_procfile_web_line_serves_the_receiver(database_url, db):
@@ -55,8 +71,11 @@ def test_procfile_web_line_serves_the_receiver(database_url, db):
             assert response.status == 200
         with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
             assert response.status == 200
+        wait_for(lambda: web_connections(db, "inbox-web-wakeup"), "the wake-up NOTIFY sender")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode(errors="replace")
     assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 1
+    # Stopping gunicorn leaves nothing behind: no pool connection, no notifier connection.
+    wait_for(lambda: web_connections(db, "inbox-web%") == 0, "the web connections to close")
     assert '"outcome": "stored"' in output  # the structured request log reached stderr

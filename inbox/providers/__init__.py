@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from inbox.config import Settings
 from inbox.errors import InvalidEvent, InvalidSignature, UnknownProvider
 
@@ -49,12 +51,25 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json_object(body: bytes) -> tuple[str, dict[str, Any]]:
-    """The body as text and as a dict, or InvalidEvent: UTF-8 JSON object, no NaN."""
+    """The body as text and as a dict, or InvalidEvent: UTF-8 JSON object, no NaN.
+
+    orjson parses an ordinary event several times faster than the json module. It is
+    stricter (no lone surrogate escapes, no number a double cannot hold), so a body it refuses
+    gets the json module's verdict: exactly the bodies accepted before are accepted, and
+    the errors read as before. The dict only names the event (ids, types); the text is what
+    is stored.
+    """
     try:
         text = body.decode("utf-8")
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except UnicodeDecodeError as exc:
         raise InvalidEvent(f"body is not a JSON document: {exc}") from None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            payload = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEvent(f"body is not a JSON document: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidEvent("body is not a JSON object")
     return text, payload

@@ -74,6 +74,8 @@ class StripeProvider:
                 return
             except stripe.SignatureVerificationError:
                 continue
+            except TypeError:  # a non-ASCII v1 value: the SDK's compare_digest refuses it
+                raise InvalidSignature("malformed signature header") from None
         raise InvalidSignature("no signature matches")
 
 

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from inbox import db
 from inbox.config import Settings
 from inbox.providers import Clock
+from inbox.store.wakeup import WakeNotifier
 from inbox.web import health, webhooks
 
 # The receiver's statements are tiny: anything slower means the database is in trouble,
@@ -24,13 +25,15 @@ STATEMENT_TIMEOUT_SECONDS = 5.0
 
 
 class Database:
-    """The process's connection pool, made on first use (after gunicorn forks)."""
+    """The process's connection pool, made on first use (after gunicorn forks), and its
+    notifier that wakes idle workers after inserts commit."""
 
     def __init__(self, settings: Settings, max_size: int) -> None:
         self._settings = settings
         self._max_size = max_size
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
+        self.notifier = WakeNotifier(self._connect_notifier)
 
     @property
     def pool(self) -> ConnectionPool:
@@ -49,7 +52,16 @@ class Database:
                     )
         return self._pool
 
+    def _connect_notifier(self) -> db.Connection:
+        """The notifier thread's own connection, outside the pool: requests never wait on
+        it, and it never waits on them."""
+        return db.connect(self._settings.require_database_url(),
+                          application_name="inbox-web-wakeup")
+
     def close(self) -> None:
+        """Stop the notifier and close the pool; both are made afresh if used again."""
+        self.notifier.close()
+        self.notifier = WakeNotifier(self._connect_notifier)
         if self._pool is not None:
             self._pool.close()
             self._pool = None

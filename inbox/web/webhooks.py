@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
-from inbox.providers import get_provider
+from inbox.providers import Provider, get_provider
 from inbox.store import receiver
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("inbox.web")
 RETRY_AFTER_SECONDS = 5
+# The two answers of the hot path, encoded once: the same bytes jsonify would make, without
+# its JSON provider and response machinery on every request.
+STORED_BODY = b'{"duplicate":false,"received":true}\n'
+DUPLICATE_BODY = b'{"duplicate":true,"received":true}\n'
 
 
 @bp.post("/webhooks/<provider>")
@@ -35,12 +40,14 @@ def receive(provider: str) -> Response:
 
 def _receive(provider_name: str, record: dict[str, object]) -> Response:
     """Do the work and fill `record` (the request's log line) with what happened."""
-    settings = current_app.extensions["inbox.settings"]
+    extensions = current_app.extensions
+    settings = extensions["inbox.settings"]
     try:
-        provider = get_provider(provider_name, settings, current_app.extensions["inbox.clock"])
+        provider = _provider(extensions, provider_name)
         event = provider.receive(_read_body(settings.max_body_bytes), request.headers)
         record.update(event_id=event.event_id, type=event.event_type)
-        stored = receiver.insert_event(current_app.extensions["inbox.database"].pool, event)
+        database = extensions["inbox.database"]
+        stored = receiver.insert_event(database.pool, event, database.notifier.wake)
     except UnknownProvider as exc:
         return _answer(record, 404, "unknown_provider", str(exc))
     except (InvalidSignature, InvalidEvent) as exc:
@@ -50,7 +57,18 @@ def _receive(provider_name: str, record: dict[str, object]) -> Response:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     record["outcome"] = "stored" if stored else "duplicate"
-    return jsonify(received=True, duplicate=not stored)
+    return Response(STORED_BODY if stored else DUPLICATE_BODY, mimetype="application/json")
+
+
+def _provider(extensions: dict[str, Any], name: str) -> Provider:
+    """The app's provider called `name`, made on first use: settings and clock are fixed
+    for the app's life, so one instance serves every request (or UnknownProvider)."""
+    providers = extensions.setdefault("inbox.providers", {})
+    provider = providers.get(name)
+    if provider is None:
+        provider = get_provider(name, extensions["inbox.settings"], extensions["inbox.clock"])
+        providers[name] = provider
+    return provider
 
 
 def _read_body(max_bytes: int) -> bytes:

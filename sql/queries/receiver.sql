@@ -11,10 +11,12 @@ RETURNING id;
 
 -- name: inbox_wake_workers
 -- Wake idle workers, after inbox_insert committed, in a transaction of its own with
--- asynchronous commit. Not in the insert's transaction: a transaction that notifies holds
--- a cluster-wide lock from pre-commit until its commit record is flushed, so notifying
--- inserts cannot share WAL flushes and the receiver's throughput collapses to one fsync per
--- event (docs/architecture.md has the pgbench figures). The event itself is durable before
+-- asynchronous commit. Sent by each web process's notifier thread (inbox/store/wakeup.py),
+-- once for all the inserts committed since its previous one. Not in the insert's
+-- transaction: a transaction that notifies holds a cluster-wide lock from pre-commit until
+-- its commit record is flushed, so notifying inserts cannot share WAL flushes and the
+-- receiver's throughput collapses to one fsync per event (docs/decisions.md has the
+-- pgbench figures). The event itself is durable before
 -- this runs; a lost wake-up only costs a poll interval.
 SELECT set_config('synchronous_commit', 'off', true), pg_notify('inbox_events', '');
 
