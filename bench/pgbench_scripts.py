@@ -1,7 +1,7 @@
 """pgbench scripts built from the product's own named queries (sql/queries/*.sql).
 
 The drain ceiling runs exactly the worker's statements, one event per transaction: its
-claim (batch of 1), the handler's time budget, the handler's outbox message and the
+claim (batch of 1), the switch to a durable commit, the handler's outbox message and the
 outcome (inbox_finish: status, attempts history, end of the lease). The
 SQL is read from the same files the worker reads, so the ceiling follows the worker's SQL
 when it changes. pgbench must run with `-M prepared` (or extended): the `:variables` then
@@ -36,7 +36,7 @@ def drain_one_event_per_transaction() -> str:
     writes the messages of a batch with its outcomes.
     """
     claim = statement("inbox_claim", {"batch": "1", "worker": "'pgbench'"})
-    budget = statement("inbox_handler_budget", {"timeout_ms": "'30000'"})
+    durable = statement("inbox_durable_commit", {})
     outbox = statement("outbox_enqueue", {
         "inbox_ids": "ARRAY[:id::bigint]",
         "topics": "ARRAY['bench.noop']",
@@ -60,7 +60,7 @@ def drain_one_event_per_transaction() -> str:
     return "\n".join([
         "BEGIN;",
         f"{claim} \\gset",
-        f"{budget};",
+        f"{durable};",
         f"{outbox};",
         f"{finish};",
         "COMMIT;",

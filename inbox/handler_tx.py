@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,41 @@ class Event:
         return self.payload.get("created") if isinstance(self.payload, dict) else None
 
 
+def message_json(payload: Any) -> str:
+    """`payload` as JSON text that jsonb accepts, or TypeError/ValueError.
+
+    Checked while the handler runs, so a payload that cannot be stored fails that handler
+    alone: the batch's one INSERT of messages would otherwise fail, and with it the batch.
+    jsonb refuses NaN and Infinity, the NUL character and unpaired surrogates; the last
+    two show in the JSON text as escapes, so only a payload whose text holds one is
+    looked at closely.
+    """
+    text = json.dumps(payload, allow_nan=False)
+    if ("\\u0000" in text or "\\ud" in text) and _holds_text_jsonb_refuses(payload):
+        raise ValueError("an outbox payload cannot hold a NUL character or an unpaired "
+                         "surrogate: PostgreSQL's jsonb refuses them")
+    return text
+
+
+def _holds_text_jsonb_refuses(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value or (not value.isascii() and _unencodable(value))
+    if isinstance(value, dict):
+        return any(_holds_text_jsonb_refuses(k) or _holds_text_jsonb_refuses(v)
+                   for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_text_jsonb_refuses(item) for item in value)
+    return False
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate on its own
+        return True
+    return False
+
+
 class HandlerTx:
     """The handler's window on the event's transaction.
 
@@ -51,9 +87,11 @@ class HandlerTx:
     its savepoint is rolled back).
     """
 
-    def __init__(self, conn: db.Connection, event: Event) -> None:
+    def __init__(self, conn: db.Connection, event: Event,
+                 begin_transaction: Callable[[], None]) -> None:
         self._conn = conn
         self._event = event
+        self._begin_transaction = begin_transaction
         self._outbox_counts: Counter[str] = Counter()
         self.in_savepoint = False
         self.messages: list[OutboxMessage] = []
@@ -76,8 +114,8 @@ class HandlerTx:
         self._outbox_counts[topic] += 1
         if key is None:
             key = f"{self._event.provider}:{self._event.id}:{topic}:{n}"
-        # Serialised now, so a payload JSON cannot encode fails this handler, not the batch.
-        self.messages.append(OutboxMessage(self._event.inbox_id, topic, json.dumps(payload), key))
+        self.messages.append(OutboxMessage(self._event.inbox_id, topic, message_json(payload),
+                                           key))
 
     def lock_object(self, object_key: str) -> None:
         """Serialise handlers working on one object: waits for the lock, held until commit."""
@@ -104,5 +142,6 @@ class HandlerTx:
 
     def _begin(self) -> None:
         if not self.in_savepoint:
+            self._begin_transaction()  # the batch's, at its first statement
             store.savepoint(self._conn)
             self.in_savepoint = True

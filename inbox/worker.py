@@ -5,8 +5,10 @@ One `run_once()` is:
    connection's backend and their attempt is counted, durably, before any handler runs;
 2. **process**, in ONE transaction: each event's handler in its own savepoint (a failing
    handler rolls back only its own writes), then the outbox messages of the handlers that
-   succeeded and all outcomes, two statements in one round trip (`outbox_enqueue`,
-   `inbox_finish`): handler writes, outbox rows and status changes commit together;
+   succeeded and all outcomes, in one round trip (`outbox_enqueue`, `inbox_finish`):
+   handler writes, outbox rows and status changes commit together. The transaction begins
+   at the first handler statement; when no handler runs SQL, BEGIN and COMMIT travel in
+   that same round trip (BatchTransaction);
 3. events that crashed a worker before are claimed at most one at a time and processed
    alone, in their own transaction, so a poison event only takes itself down.
 
@@ -16,6 +18,7 @@ attempts; every worker runs it on its poll tick. The runner (inbox/runner.py) dr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -64,7 +67,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.max_attempts = max(1, settings.max_attempts)
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
-        store.start_session(self.conn)
+        store.start_session(self.conn, settings.handler_timeout_seconds)
         self._messages: list[OutboxMessage] = []  # of the batch's handlers that succeeded
 
     # -- the Claimer protocol ------------------------------------------------------------
@@ -107,22 +110,22 @@ class Worker:
     def _process(self, events: list[ClaimedEvent]) -> None:
         outcomes: list[Outcome] = []
         self._messages = []
-        with self.conn.transaction():
-            store.set_handler_budget(self.conn, self.settings.handler_timeout_seconds)
+        with BatchTransaction(self.conn) as batch:
             for claimed in events:
                 if self.control.stop_requested():
                     # Shutting down: finish the event in hand, give the rest back.
                     outcomes.append(Outcome(claimed.lease, "pending", "released"))
                     continue
-                outcomes.append(self._run_handler(claimed))
-            finished, queued = store.finish_batch(self.conn, outcomes, self._messages)
+                outcomes.append(self._run_handler(claimed, batch))
+            finished, queued = store.finish_batch(self.conn, outcomes, self._messages,
+                                                  own_transaction=not batch.begun)
         if queued:
             store.wake_relay(self.conn)
         if finished != len(outcomes):
             log.warning("%d of %d leases were lost before their outcome was recorded",
                         len(outcomes) - finished, len(outcomes))
 
-    def _run_handler(self, claimed: ClaimedEvent) -> Outcome:
+    def _run_handler(self, claimed: ClaimedEvent, batch: BatchTransaction) -> Outcome:
         lease = claimed.lease
         started = datetime.now(UTC)
         func = self.registry.lookup(claimed.provider, claimed.event_type)
@@ -136,7 +139,7 @@ class Worker:
             attempt=lease.attempts,
             inbox_id=lease.inbox_id,
         )
-        tx = HandlerTx(self.conn, event)
+        tx = HandlerTx(self.conn, event, batch.begin)
         self.control.busy()
         try:
             func(event, tx)
@@ -180,6 +183,32 @@ class Worker:
         return next_attempt_delay_seconds(
             attempt, self.settings.retry_base_seconds, self.settings.retry_cap_seconds, self.rng
         )
+
+
+class BatchTransaction:
+    """The batch's one transaction, begun by the first handler statement.
+
+    A batch whose handlers only queue messages (or whose events have no handler) never
+    begins it here: `store.finish_batch` then sends BEGIN, the outcomes and COMMIT in one
+    round trip, where an eager BEGIN would cost two more. Leaving the block commits a
+    begun transaction, or rolls it back on an exception.
+    """
+
+    def __init__(self, conn: db.Connection) -> None:
+        self._conn = conn
+        self._stack = contextlib.ExitStack()
+        self.begun = False
+
+    def begin(self) -> None:
+        if not self.begun:
+            self._stack.enter_context(self._conn.transaction())
+            self.begun = True
+
+    def __enter__(self) -> BatchTransaction:
+        return self
+
+    def __exit__(self, *exc_info: object) -> bool:
+        return bool(self._stack.__exit__(*exc_info))
 
 
 def loop_spec(

@@ -244,13 +244,20 @@ def test_a_failing_handler_rolls_back_only_its_own_event(effects, registry, make
     assert effects.execute("SELECT count(*) FROM outbox").fetchone()[0] == 6
 
 
-def test_a_message_that_is_not_json_fails_only_its_own_handler(effects, registry, make_worker):
+@pytest.mark.parametrize("odd_payload, error", [
+    ({"when": object()}, "TypeError"),            # not JSON at all
+    ({"ratio": float("nan")}, "ValueError"),      # JSON's NaN: jsonb refuses it
+    ({"name": "nul\x00byte"}, "ValueError"),       # jsonb refuses \u0000
+    ({"name": "half \ud800 pair"}, "ValueError"),  # and an unpaired surrogate
+])
+def test_a_message_jsonb_cannot_store_fails_only_its_own_handler(
+        effects, registry, make_worker, odd_payload, error):
     @registry.handler("test", "odd")
     def odd(event, tx):
         record_effect(event, tx)
-        tx.outbox("test.first", {"event": event.id})
+        tx.outbox("test.first", {"event": event.id, "text": "\\u0000 \U0001f600"})
         if event.payload.get("odd"):
-            tx.outbox("test.odd", {"when": object()})  # not JSON: TypeError in the handler
+            tx.outbox("test.odd", odd_payload)
 
     [fine] = insert_events(effects, "odd", 1, prefix="fine")
     [bad] = insert_events(effects, "odd", 1, prefix="bad", payload={"odd": True})
@@ -258,7 +265,7 @@ def test_a_message_that_is_not_json_fails_only_its_own_handler(effects, registry
 
     assert event_row(effects, fine)["status"] == "processed"
     row = event_row(effects, bad)
-    assert row["status"] == "pending" and row["last_error"].startswith("TypeError")
+    assert row["status"] == "pending" and row["last_error"].startswith(error)
     assert effect_count(effects, bad) == 0
     # Only the handler that returned queued anything; its message went out whole.
     assert effects.execute("SELECT topic, inbox_id IS NOT NULL FROM outbox").fetchall() == [

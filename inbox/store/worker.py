@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -80,12 +81,6 @@ def claim(conn: db.Connection, worker: str, batch: int) -> list[ClaimedEvent]:
     return events
 
 
-def set_handler_budget(conn: db.Connection, timeout_seconds: float) -> None:
-    """statement_timeout and idle_in_transaction_session_timeout for this transaction."""
-    timeout_ms = str(max(int(timeout_seconds * 1000), 0))
-    conn.execute(query("inbox_handler_budget"), {"timeout_ms": timeout_ms})
-
-
 def savepoint(conn: db.Connection) -> None:
     conn.execute(query("inbox_handler_savepoint"))
 
@@ -107,14 +102,20 @@ def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
 
 
 def finish_batch(
-    conn: db.Connection, outcomes: Sequence[Outcome], messages: Sequence[OutboxMessage]
+    conn: db.Connection,
+    outcomes: Sequence[Outcome],
+    messages: Sequence[OutboxMessage],
+    *,
+    own_transaction: bool = False,
 ) -> tuple[int, int]:
     """The outbox messages and the outcomes of a batch, in one round trip (pipeline).
 
-    Returns (rows finished, messages inserted). Both statements run in the caller's
-    transaction; neither waits for the other's answer.
+    Returns (rows finished, messages inserted). The statements run in the caller's open
+    transaction, whose commit they make durable; or, with `own_transaction`, in one of their
+    own, BEGIN and COMMIT included in the same round trip. None waits for another's answer.
     """
-    with conn.pipeline():
+    with conn.pipeline(), (conn.transaction() if own_transaction else nullcontext()):
+        conn.execute(query("inbox_durable_commit"))
         queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
             if messages else None
         finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
@@ -160,9 +161,11 @@ def release(conn: db.Connection) -> int:
     return len(conn.execute(query("inbox_release")).fetchall())
 
 
-def start_session(conn: db.Connection) -> None:
-    """Make a fresh worker connection commit asynchronously outside processing."""
-    conn.execute(query("inbox_worker_session"))
+def start_session(conn: db.Connection, handler_timeout_seconds: float) -> None:
+    """A fresh worker connection: asynchronous commits outside processing, and the
+    handlers' time budget (statement and idle-in-transaction timeouts)."""
+    timeout_ms = str(max(int(handler_timeout_seconds * 1000), 0))
+    conn.execute(query("inbox_worker_session"), {"timeout_ms": timeout_ms})
 
 
 def wake_relay(conn: db.Connection) -> None:

@@ -34,14 +34,11 @@ WHERE inbox.id = picked.id
 RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payload,
           inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at;
 
--- name: inbox_handler_budget
--- The time budget of one processing transaction, local to it: a statement that runs longer
--- is cancelled, and a handler that sits idle in the transaction (stuck in Python, waiting on
--- a socket) gets its backend terminated, so no row, connection or snapshot is held for long.
--- The handlers' writes are durable: synchronous commit back on for this transaction.
-SELECT set_config('statement_timeout', %(timeout_ms)s, true),
-       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true),
-       set_config('synchronous_commit', 'on', true);
+-- name: inbox_durable_commit
+-- The batch's transaction carries the handlers' writes: its commit waits for the WAL flush
+-- (the session commits asynchronously, inbox_worker_session). Sent with the outcomes, in
+-- the same round trip: synchronous_commit only matters at COMMIT.
+SELECT set_config('synchronous_commit', 'on', true);
 
 -- name: inbox_handler_savepoint
 SAVEPOINT inbox_handler;
@@ -161,11 +158,19 @@ RETURNING id;
 SELECT set_config('synchronous_commit', 'off', true), pg_notify('outbox_messages', '');
 
 -- name: inbox_worker_session
--- A worker's session commits asynchronously by default: a lost claim or rescue (database
--- crash) only means the lease was never taken, and the event is claimed again. The
--- processing transaction, which carries the handlers' writes, turns synchronous commit
--- back on (inbox_handler_budget); flushing its commit record also flushes the claim's.
-SET synchronous_commit = off;
+-- A worker's connection, once, when it is made:
+-- * it commits asynchronously by default: a lost claim or rescue (database crash) only
+--   means the lease was never taken, and the event is claimed again. The processing
+--   transaction, which carries the handlers' writes, turns synchronous commit back on
+--   (inbox_durable_commit); flushing its commit record also flushes the claim's.
+-- * the handlers' time budget: a statement that runs longer is cancelled, and a handler
+--   that sits idle in the transaction (stuck in Python, waiting on a socket) gets its
+--   backend terminated, so no row, connection or snapshot is held for long. Set for the
+--   session, not per transaction: that was a round trip per batch, and the session's own
+--   statements (claims, outcomes, rescues) take milliseconds.
+SELECT set_config('synchronous_commit', 'off', false),
+       set_config('statement_timeout', %(timeout_ms)s, false),
+       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, false);
 
 -- name: inbox_object_apply_if_newer
 -- Record that the event of `created` is the newest applied for `object_key`, unless a
