@@ -30,6 +30,16 @@ def pg_cluster() -> Iterator[Cluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A cluster of the test's own, for a test that stops and restarts its database."""
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def template_url(pg_cluster: Cluster) -> str:
     with psycopg.connect(pg_cluster.url(database="postgres"), autocommit=True) as conn:

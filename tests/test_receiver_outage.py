@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from inbox.config import Settings
 from inbox.migrations import migrate
-from inbox.throwaway import Cluster
 from inbox.web import create_app
 from tests.support import TEST_SECRET, signed_headers, stripe_event_files
 
 RECOVERY_DEADLINE_SECONDS = 30
-
-
-@pytest.fixture
-def own_cluster():
-    """A cluster of this test's own, since the test stops and restarts it."""
-    cluster = Cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_database_down_answers_503_then_recovers_without_restart(own_cluster):

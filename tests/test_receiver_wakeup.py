@@ -14,7 +14,6 @@ from inbox import db as inbox_db
 from inbox.config import Settings
 from inbox.migrations import migrate
 from inbox.store.wakeup import WakeNotifier
-from inbox.throwaway import Cluster
 from inbox.web import create_app
 from tests.support import TEST_SECRET, signed_headers, stripe_event_files, wait_for
 
@@ -123,16 +122,6 @@ def test_the_notifier_never_dies_on_errors_and_sends_what_is_owed(database_url):
         assert thread.is_alive()
     finally:
         notifier.close()
-
-
-@pytest.fixture
-def own_cluster():
-    """A cluster of this test's own, since the test stops and restarts it."""
-    cluster = Cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.mark.slow
