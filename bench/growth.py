@@ -115,8 +115,11 @@ def sustained(args: argparse.Namespace, rate_guess: float) -> tuple[list[float],
 
 def run(args: argparse.Namespace) -> Report:
     report = Report("growth: drain rate as the table grows",
-                    f"python -m bench growth --processed {args.processed} --events "
-                    f"{args.events} --minutes {args.minutes:g}")
+                    "python -m bench growth "
+                    + (f"--sustained-only --rate-guess {args.rate_guess:g}"
+                       if args.sustained_only else
+                       f"--processed {args.processed} --events {args.events}")
+                    + f" --minutes {args.minutes:g}")
     if not worker_available():
         report.body = "`inbox worker` is not available yet."
         return report

@@ -35,7 +35,8 @@ def drain_one_event_per_transaction() -> str:
     No savepoint: the worker opens one only for a handler that runs SQL of its own, and
     writes the messages of a batch with its outcomes.
     """
-    claim = statement("inbox_claim", {"batch": "1", "worker": "'pgbench'"})
+    claim = statement("inbox_claim", {"batch": "1", "worker": "'pgbench'",
+                                       "scan_from": "'-infinity'"})
     durable = statement("inbox_durable_commit", {})
     outbox = statement("outbox_enqueue", {
         "inbox_ids": "ARRAY[:id::bigint]",

@@ -127,7 +127,8 @@ def test_leased_rows_show_and_list_while_a_worker_and_a_relay_hold_them(env, db,
     too (where datetime.max cannot be converted to local time)."""
     from inbox.queries import query
 
-    leased = db.execute(query("inbox_claim"), {"batch": 10, "worker": "test-worker"}).fetchall()
+    leased = db.execute(query("inbox_claim"), {"batch": 10, "worker": "test-worker",
+                                               "scan_from": "-infinity"}).fetchall()
     assert [row[0] for row in leased] == [sample.fresh]
     messages = db.execute(query("outbox_claim"), {"limit": 10, "locked_by": "test-relay",
                                                   "skip_topics": []}).fetchall()

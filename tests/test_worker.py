@@ -7,6 +7,7 @@ with real worker processes and signals are in test_worker_processes.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -270,6 +271,29 @@ def test_a_message_jsonb_cannot_store_fails_only_its_own_handler(
     # Only the handler that returned queued anything; its message went out whole.
     assert effects.execute("SELECT topic, inbox_id IS NOT NULL FROM outbox").fetchall() == [
         ("test.first", True)]
+
+
+def test_an_event_due_before_the_last_claim_is_found_within_a_poll_interval(
+        effects, registry, make_worker, worker_settings):
+    """A claim scans the due index from just before the previous claim's events (the dead
+    entries in front of them cost every claim otherwise); anything due earlier, such as an
+    insert that committed late, is found by the scan from the start once per poll interval."""
+    registry.handler("test", "tick")(lambda event, tx: None)
+    worker = make_worker(dataclasses.replace(worker_settings, poll_interval_seconds=0.5))
+    insert_events(effects, "tick", 3, prefix="first")
+    assert worker.run_once() == 3  # the first claim scans from the start
+    [late] = insert_events(effects, "tick", 1, prefix="late")
+    effects.execute("UPDATE inbox SET next_attempt_at = now() - interval '1 hour'"
+                    " WHERE event_id = %s", [late])
+    [fresh] = insert_events(effects, "tick", 1, prefix="fresh")
+
+    assert worker.run_once() == 1  # from the previous claim on: only `fresh`
+    assert event_row(effects, fresh)["status"] == "processed"
+    assert event_row(effects, late)["status"] == "pending"
+    started = time.monotonic()
+    wait_for(lambda: worker.run_once() == 1, timeout=5)
+    assert event_row(effects, late)["status"] == "processed"
+    assert time.monotonic() - started < 1.5
 
 
 def test_messages_keep_the_order_handlers_queued_them(effects, registry, make_worker):

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from inbox import db
 from inbox.queries import query
+
+# A claim from here scans the due index from its start.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,12 @@ class ClaimedEvent:
     event_type: str
     payload: dict[str, Any]
     crashes: int
+    due_at: datetime  # when it was due (next_attempt_at before the claim)
 
     @classmethod
     def from_row(cls, row: Sequence[Any], worker: str) -> ClaimedEvent:
-        inbox_id, provider, event_id, event_type, payload, attempts, crashes, backend, at = row
+        (inbox_id, provider, event_id, event_type, payload, attempts, crashes, backend, at,
+         due_at) = row
         return cls(
             lease=Lease(inbox_id, attempts, backend, at, worker),
             provider=provider,
@@ -44,6 +49,7 @@ class ClaimedEvent:
             event_type=event_type,
             payload=payload,
             crashes=crashes,
+            due_at=due_at,
         )
 
 
@@ -73,9 +79,13 @@ class OutboxMessage:
     idempotency_key: str
 
 
-def claim(conn: db.Connection, worker: str, batch: int) -> list[ClaimedEvent]:
-    """Lease up to `batch` due events (its own transaction: the connection is autocommit)."""
-    rows = conn.execute(query("inbox_claim"), {"worker": worker, "batch": batch}).fetchall()
+def claim(
+    conn: db.Connection, worker: str, batch: int, scan_from: datetime = EARLIEST
+) -> list[ClaimedEvent]:
+    """Lease up to `batch` due events, due at or after `scan_from` (its own transaction:
+    the connection is autocommit)."""
+    rows = conn.execute(query("inbox_claim"),
+                        {"worker": worker, "batch": batch, "scan_from": scan_from}).fetchall()
     events = [ClaimedEvent.from_row(row, worker) for row in rows]
     events.sort(key=lambda e: e.lease.inbox_id)
     return events

@@ -11,17 +11,24 @@ LISTEN inbox_events;
 -- Events that crashed a worker before (crashes > 0) are suspects: at most one per claim,
 -- processed alone. The rows `due` locked but `picked` left out are unlocked at once, untouched.
 -- inbox_due_idx (next_attempt_at, id) WHERE status = 'pending' matches WHERE and ORDER BY.
+-- `scan_from` is where the index scan starts: every claimed event leaves a dead entry at
+-- the front of the index until VACUUM, and a scan from the very start walks them all. The
+-- worker passes a point just before its previous claim (and '-infinity' once per poll
+-- interval, for anything older); `due_at` (the claimed rows' old next_attempt_at) is what
+-- it needs to know where that is.
 WITH due AS (
-    SELECT id, crashes > 0 AS suspect
+    SELECT id, next_attempt_at AS due_at, crashes > 0 AS suspect
     FROM inbox
-    WHERE status = 'pending' AND next_attempt_at <= now()
+    WHERE status = 'pending'
+      AND next_attempt_at >= %(scan_from)s
+      AND next_attempt_at <= now()
     ORDER BY next_attempt_at, id
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id FROM due WHERE NOT suspect
+    SELECT id, due_at FROM due WHERE NOT suspect
     UNION ALL
-    (SELECT id FROM due WHERE suspect ORDER BY id LIMIT 1)
+    (SELECT id, due_at FROM due WHERE suspect ORDER BY id LIMIT 1)
 )
 UPDATE inbox
 SET attempts = inbox.attempts + 1,
@@ -32,7 +39,7 @@ SET attempts = inbox.attempts + 1,
 FROM picked
 WHERE inbox.id = picked.id
 RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payload,
-          inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at;
+          inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at, picked.due_at;
 
 -- name: inbox_durable_commit
 -- The batch's transaction carries the handlers' writes: its commit waits for the WAL flush
