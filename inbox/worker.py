@@ -72,7 +72,6 @@ class Worker:
         self.max_attempts = max(1, settings.max_attempts)
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
         store.start_session(self.conn, settings.handler_timeout_seconds)
-        self._messages: list[OutboxMessage] = []  # of the batch's handlers that succeeded
         self._scan_from = store.EARLIEST  # see _claim_scan_from
         self._next_full_scan = 0.0
 
@@ -131,7 +130,6 @@ class Worker:
 
     def _process(self, events: list[ClaimedEvent]) -> None:
         outcomes: list[Outcome] = []
-        self._messages = []
         with BatchTransaction(self.conn) as batch:
             for claimed in events:
                 if self.control.stop_requested():
@@ -139,7 +137,7 @@ class Worker:
                     outcomes.append(Outcome(claimed.lease, "pending", "released"))
                     continue
                 outcomes.append(self._run_handler(claimed, batch))
-            finished, queued = store.finish_batch(self.conn, outcomes, self._messages,
+            finished, queued = store.finish_batch(self.conn, outcomes, batch.messages,
                                                   own_transaction=not batch.begun)
         if queued:
             store.wake_relay(self.conn)
@@ -169,7 +167,7 @@ class Worker:
                 if self.conn.info.transaction_status.name == "INERROR":
                     raise RuntimeError("the handler caught a database error and carried on")
                 store.release_savepoint(self.conn)
-            self._messages.extend(tx.messages)
+            batch.messages.extend(tx.messages)
         except Exception as exc:
             if self.conn.broken:
                 # The backend is gone (killed by the idle timeout, or the database went
@@ -208,7 +206,8 @@ class Worker:
 
 
 class BatchTransaction:
-    """The batch's one transaction, begun by the first handler statement.
+    """The batch's one transaction, begun by the first handler statement, and the outbox
+    messages of the batch's handlers that succeeded, written with the outcomes.
 
     A batch whose handlers only queue messages (or whose events have no handler) never
     begins it here: `store.finish_batch` then sends BEGIN, the outcomes and COMMIT in one
@@ -220,6 +219,7 @@ class BatchTransaction:
         self._conn = conn
         self._stack = contextlib.ExitStack()
         self.begun = False
+        self.messages: list[OutboxMessage] = []
 
     def begin(self) -> None:
         if not self.begun:
