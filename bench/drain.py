@@ -17,13 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from bench.harness import (
     REPO,
+    Throughput,
     ensure_tools,
     find_tool,
     fresh_database,
@@ -45,19 +45,6 @@ POLL_SECONDS = 0.05
 # where counting a growing table is not.
 FINISHED_SQL = ("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
                 " FROM inbox_attempts_id_seq")
-
-
-@dataclass
-class Drained:
-    name: str
-    setting: str
-    events: int
-    seconds: float
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -89,7 +76,7 @@ def worker_available() -> bool:
     return done.returncode == 0 and "--concurrency" in done.stdout
 
 
-def inbox_worker(url: str, concurrency: int, events: int) -> Drained:
+def inbox_worker(url: str, concurrency: int, events: int) -> Throughput:
     """Run `inbox worker --concurrency N` until `events` events are finished.
 
     Timed from the first event finished to the `events`-th, so the interpreter's start-up
@@ -120,7 +107,7 @@ def inbox_worker(url: str, concurrency: int, events: int) -> Drained:
     with psycopg.connect(url, autocommit=True) as conn:
         outcomes = dict(conn.execute("SELECT status, count(*) FROM inbox GROUP BY status"))
     note = ", ".join(f"{status} {n:,}" for status, n in sorted(outcomes.items()))
-    return Drained("inbox worker", f"--concurrency {concurrency}", drained,
+    return Throughput("inbox worker", f"--concurrency {concurrency}", drained,
                    finished - started, note=note)
 
 
@@ -131,7 +118,7 @@ def finished_attempts(conn: psycopg.Connection) -> int:
 
 # -- pgbench -----------------------------------------------------------------------------
 
-def pgbench(url: str, clients: int, events: int, script: str, name: str) -> Drained:
+def pgbench(url: str, clients: int, events: int, script: str, name: str) -> Throughput:
     """`events` transactions of `script` over `clients` connections (-M prepared)."""
     per_client = max(events // clients, 1)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as out:
@@ -148,12 +135,12 @@ def pgbench(url: str, clients: int, events: int, script: str, name: str) -> Drai
         raise RuntimeError(f"pgbench failed:\n{done.stdout}\n{done.stderr}")
     tps = float(match.group(1))
     transactions = per_client * clients
-    return Drained(name, f"-c {clients} -M prepared", transactions, transactions / tps)
+    return Throughput(name, f"-c {clients} -M prepared", transactions, transactions / tps)
 
 
 # -- peers -------------------------------------------------------------------------------
 
-def peer(cluster: Cluster, name: str, jobs: int, setting: int) -> Drained:
+def peer(cluster: Cluster, name: str, jobs: int, setting: int) -> Throughput:
     """Enqueue `jobs` no-op jobs for peer `name`, then drain them in one worker process."""
     url = fresh_database(cluster, f"bench_{name}", migrated=False)
     env = venv_env()
@@ -171,16 +158,16 @@ def peer(cluster: Cluster, name: str, jobs: int, setting: int) -> Drained:
         raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     seconds = json.loads(line.removeprefix("BENCH_JSON "))["seconds"]
     label = f"batch_size={setting}" if name == "pgqueuer" else f"concurrency={setting}"
-    return Drained(name, label, jobs, seconds)
+    return Throughput(name, label, jobs, seconds)
 
 
 # -- the benchmark -----------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> Report:
     ensure_tools(["pgbench"])
-    results: list[Drained] = []
-    ceiling: Drained | None = None
-    best: Drained | None = None
+    results: list[Throughput] = []
+    ceiling: Throughput | None = None
+    best: Throughput | None = None
     with postgres() as cluster:
         seed_template(cluster, args.events)
         if worker_available():
@@ -198,7 +185,7 @@ def run(args: argparse.Namespace) -> Report:
         ceiling = pgbench(url, clients, args.events, drain_one_event_per_transaction(), label)
         results.append(ceiling)
         print(f"{label}: {ceiling.rate:,.0f}/s", flush=True)
-        peers: dict[str, Drained] = {}
+        peers: dict[str, Throughput] = {}
         for name, settings in (("pgqueuer", args.pgqueuer_batch),
                                ("procrastinate", args.procrastinate_concurrency)):
             # Procrastinate is slow enough that a fifth of the backlog measures its rate.
@@ -215,7 +202,7 @@ def run(args: argparse.Namespace) -> Report:
     reference = best or ceiling
     headers = ["drainer", "setting", "events", "seconds", "events/s", "vs worker", "note"]
     report.body = table(headers, [
-        [d.name, d.setting, d.events, f"{d.seconds:.1f}", d.rate,
+        [d.name, d.setting, d.count, f"{d.seconds:.1f}", d.rate,
          f"{reference.rate / d.rate:.2f}x" if best and d.rate else "-", d.note]
         for d in results
     ])

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -192,6 +193,21 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+@dataclass
+class Throughput:
+    """What one contender (ours, a ceiling, a peer) got through in how long."""
+
+    name: str
+    setting: str
+    count: int  # events drained, messages delivered
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -13,12 +13,12 @@ import json
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from bench.harness import (
+    Throughput,
     ensure_tools,
     free_port,
     fresh_database,
@@ -47,19 +47,6 @@ FROM generate_series(1, %(count)s) AS g
 """
 
 
-@dataclass
-class Delivered:
-    name: str
-    setting: str
-    messages: int
-    seconds: float
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
-
-
 def seed(url: str, count: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SEED_SQL, {"count": count})
@@ -73,7 +60,7 @@ def sink_count(base: str) -> int:
 
 
 def relay(url: str, sink_base: str, count: int, concurrency: int, processes: int
-          ) -> Delivered:
+          ) -> Throughput:
     pending_sql = "SELECT count(*) FROM outbox WHERE status = 'pending'"
     env = venv_env(DATABASE_URL=url, INBOX_ROUTES=f"bench.*={sink_base}/hook")
     argv = [str(Path(sys.executable).parent / "inbox"), "relay", "--concurrency",
@@ -101,11 +88,11 @@ def relay(url: str, sink_base: str, count: int, concurrency: int, processes: int
     received = sink_count(sink_base) - sink_before
     note = ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items()))
     note += f"; sink received {received:,}"
-    return Delivered("inbox relay", f"--concurrency {concurrency} --processes {processes}",
+    return Throughput("inbox relay", f"--concurrency {concurrency} --processes {processes}",
                      int(statuses.get("sent", 0)), finished - started, note)
 
 
-def ceiling(sink_base: str, connections: int, seconds: float) -> Delivered:
+def ceiling(sink_base: str, connections: int, seconds: float) -> Throughput:
     """wrk POSTing relay-like requests (same payload shape and headers) to the sink."""
     host = sink_base.removeprefix("http://")
 
@@ -126,13 +113,13 @@ def ceiling(sink_base: str, connections: int, seconds: float) -> Delivered:
         result = run_wrk(f"{sink_base}/hook", files, connections=connections, seconds=seconds)
     finally:
         files.cleanup()
-    return Delivered("wrk -> sink (ceiling)", f"{connections} connections", result.requests,
+    return Throughput("wrk -> sink (ceiling)", f"{connections} connections", result.requests,
                      result.seconds, f"p99 {result.p99_ms:.1f} ms, errors {result.errors}")
 
 
 def run(args: argparse.Namespace) -> Report:
     ensure_tools(["wrk"])
-    results: list[Delivered] = []
+    results: list[Throughput] = []
     port = free_port()
     sink_base = f"http://127.0.0.1:{port}"
     with postgres() as cluster, running([sys.executable, "-m", "bench.sink", str(port)],
@@ -153,7 +140,7 @@ def run(args: argparse.Namespace) -> Report:
                     f"python -m bench relay --messages {args.messages}")
     report.body = table(
         ["sender", "setting", "messages", "seconds", "messages/s", "vs sink ceiling", "note"],
-        [[d.name, d.setting, d.messages, f"{d.seconds:.1f}", d.rate,
+        [[d.name, d.setting, d.count, f"{d.seconds:.1f}", d.rate,
           f"{d.rate / top.rate:.2f}x" if top.rate else "-", d.note] for d in results])
     report.body += (
         f"\n\n{args.messages:,} pending outbox messages (~250-byte JSON payloads) routed to "

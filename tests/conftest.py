@@ -21,23 +21,23 @@ TEMPLATE = "inbox_template"
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
+def _throwaway_cluster() -> Iterator[Cluster]:
     cluster = Cluster()
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    yield from _throwaway_cluster()
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[Cluster]:
     """A cluster of the test's own, for a test that stops and restarts its database."""
-    cluster = Cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _throwaway_cluster()
 
 
 @pytest.fixture(scope="session")
