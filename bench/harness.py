@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 
+from inbox.dev import procfile_commands
 from inbox.migrations import migrate
 from inbox.throwaway import Cluster
 
@@ -114,11 +115,11 @@ def free_port() -> int:
 
 
 def procfile_line(name: str) -> list[str]:
-    """The Procfile's `name:` command as argv."""
-    for line in (REPO / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return shlex.split(line.split(":", 1)[1])
-    raise RuntimeError(f"no {name}: line in the Procfile")
+    """The Procfile's `name:` command as argv (read as `inbox dev` reads it)."""
+    command = procfile_commands(REPO / "Procfile").get(name)
+    if command is None:
+        raise RuntimeError(f"no {name}: line in the Procfile")
+    return shlex.split(command)
 
 
 def venv_env(**extra: str) -> dict[str, str]:
