@@ -42,6 +42,7 @@ TARGET_P99_MS = 50.0
 CLIENT_CONNECTIONS = 32
 MAX_CONNECTIONS = 256
 WARMUP_SECONDS = 2.0
+WINDOW_SECONDS = 10.0  # p50 per window of sends: does latency drift as tables grow?
 
 
 class OpenLoop:
@@ -168,6 +169,7 @@ def run(args: argparse.Namespace) -> Report:
                 " FROM inbox WHERE event_id LIKE 'evt_bench_lat\\_%%'").fetchall()
     found = {row[0]: row for row in rows}
     to_commit, to_received, received_to_commit = [], [], []
+    by_window: dict[int, list[float]] = {}
     unprocessed = 0
     for number, body in enumerate(bodies):
         row = found.get(event_id(body))
@@ -176,6 +178,7 @@ def run(args: argparse.Namespace) -> Report:
             continue
         sent = load.sent_at[number]
         to_commit.append((row[2] - sent) * 1000)
+        by_window.setdefault(int(number / args.rate // WINDOW_SECONDS), []).append(to_commit[-1])
         to_received.append((row[1] - sent) * 1000)
         received_to_commit.append((row[2] - row[1]) * 1000)
     non_2xx = sum(1 for status in load.statuses if not 200 <= status < 300)
@@ -203,7 +206,10 @@ def run(args: argparse.Namespace) -> Report:
         f"`inbox worker --concurrency {args.worker_concurrency}`, handler "
         "bench/noop_handlers.py; the web process is the Procfile's. Non-2xx answers: "
         f"{non_2xx}; events not processed: {unprocessed}. Mean POST -> commit "
-        f"{statistics.fmean(to_commit) if to_commit else float('nan'):.1f} ms."
+        f"{statistics.fmean(to_commit) if to_commit else float('nan'):.1f} ms. "
+        f"POST -> commit p50 by {WINDOW_SECONDS:g} s window: "
+        + ", ".join(f"{percentile(values, .5):.1f}" for _, values in sorted(by_window.items()))
+        + " ms."
     )
     p50, p99 = percentile(to_commit, .5), percentile(to_commit, .99)
     report.check(f"p50 <= {TARGET_P50_MS:g} ms", f"{p50:.1f} ms", p50 <= TARGET_P50_MS)

@@ -356,3 +356,13 @@ def test_small_concurrency_still_delivers_everything(database_url, db, concurren
         with running_relay(settings):
             wait_for(lambda: count_status(db, "sent") == 50, "all 50 messages")
     assert sorted(endpoint.keys()) == [f"k-{i:04d}" for i in range(1, 51)]
+
+
+def test_the_claim_is_planned_afresh_each_time(db):
+    """Like the worker's claim (test_worker.py): a prepared claim would keep a plan made
+    while the outbox was small long after it has grown."""
+    add_messages(db, "crm.test", 8, "plan")
+    for _ in range(8):
+        assert len(store.claim(db, "relay:plan", 1)) == 1
+    prepared = [row[0] for row in db.execute("SELECT statement FROM pg_prepared_statements")]
+    assert not [statement for statement in prepared if "SKIP LOCKED" in statement]

@@ -562,6 +562,20 @@ def test_the_claim_takes_due_events_oldest_first_up_to_the_batch(db, make_worker
     assert {e.lease.attempts for e in claimed} == {1}
 
 
+
+def test_the_claim_is_planned_afresh_each_time(db, make_worker):
+    """psycopg prepares a statement run five times, and PostgreSQL then keeps one generic
+    plan until the next ANALYZE: a claim prepared while the inbox was small kept joining
+    by a sequential scan of the whole table as it grew. The claim is never prepared; the
+    other statements of the batch still are."""
+    insert_events(db, "effect", 8)
+    worker = make_worker(batch_size=1)
+    assert drain(worker.run_once) == 8
+    prepared = [row[0] for row in
+                worker.conn.execute("SELECT statement FROM pg_prepared_statements")]
+    assert prepared, "the batch statements are prepared"
+    assert not [statement for statement in prepared if "SKIP LOCKED" in statement]
+
 # -- helpers for out-of-order events ---------------------------------------------------------
 
 

@@ -83,9 +83,11 @@ def claim(
     conn: db.Connection, worker: str, batch: int, scan_from: datetime = EARLIEST
 ) -> list[ClaimedEvent]:
     """Lease up to `batch` due events, due at or after `scan_from` (its own transaction:
-    the connection is autocommit)."""
+    the connection is autocommit). Never prepared: planned for the table as it is now
+    (see inbox_claim)."""
     rows = conn.execute(query("inbox_claim"),
-                        {"worker": worker, "batch": batch, "scan_from": scan_from}).fetchall()
+                        {"worker": worker, "batch": batch, "scan_from": scan_from},
+                        prepare=False).fetchall()
     events = [ClaimedEvent.from_row(row, worker) for row in rows]
     events.sort(key=lambda e: e.lease.inbox_id)
     return events

@@ -6,6 +6,8 @@
 -- out of the due index while it is held. No transaction stays open during delivery.
 -- Topics in skip_topics go to a destination that is busy right now; leaving them lets
 -- the claim take messages for every other destination (no head-of-line blocking).
+-- Never prepared, for the reason given at inbox_claim: a generic plan made while the outbox
+-- was small would join by a sequential scan long after it has grown.
 WITH due AS (
     SELECT id
     FROM outbox
