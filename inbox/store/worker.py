@@ -106,10 +106,12 @@ def rollback_savepoint(conn: db.Connection) -> None:
 
 
 def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
-    """Write the outcomes (status, history, end of lease) in one statement; rows finished."""
+    """Write the outcomes (status, history, end of lease) in one statement; rows finished.
+    Never prepared, like the claim (see inbox_finish)."""
     if not outcomes:
         return 0
-    row = conn.execute(query("inbox_finish"), _finish_params(outcomes)).fetchone()
+    row = conn.execute(query("inbox_finish"), _finish_params(outcomes),
+                       prepare=False).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -130,7 +132,8 @@ def finish_batch(
         conn.execute(query("inbox_durable_commit"))
         queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
             if messages else None
-        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
+        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes),
+                                prepare=False)
     inserted = len(queued.fetchall()) if queued is not None else 0
     row = finished.fetchone()
     return (int(row[0]) if row else 0), inserted

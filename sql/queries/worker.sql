@@ -74,6 +74,11 @@ ROLLBACK TO SAVEPOINT inbox_handler; RELEASE SAVEPOINT inbox_handler;
 --   released: never started (shutdown): back to `pending` now, the attempt given back,
 --            no history row.
 -- Returns the number of rows finished.
+-- The outcomes find their rows by id: `NOT isfinite(next_attempt_at)` (a leased row) is
+-- written so that it cannot be an index condition. As `= 'infinity'` the planner used it on
+-- inbox_due_idx and walked every worker's leases and their dead entries for each batch
+-- (90 us per event at batch 32, 170 us at batch 100; 35 us by id). Never prepared, like the
+-- claim: a generic plan made on a small table would keep its sequential scan.
 -- Arrays travel in binary (placeholders ending in b): psycopg writes a text array in Python, one regex per
 -- element, ~60 us for 32 strings and ~130 us for 32 timestamps, against ~8 us in binary;
 -- that was a third of the worker's CPU per event.
@@ -99,7 +104,7 @@ WITH outcome AS (
     FROM outcome o
     WHERE inbox.id = o.id
       AND inbox.status = 'pending'
-      AND inbox.next_attempt_at = 'infinity'
+      AND NOT isfinite(inbox.next_attempt_at)
       AND inbox.locked_backend = o.backend
       AND inbox.locked_at = o.locked_at
     RETURNING inbox.id, inbox.attempts
