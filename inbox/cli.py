@@ -51,7 +51,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = load_handlers(settings.handler_modules)  # fails here, before any fork
     spec = worker.loop_spec(
-        settings, registry, concurrency=args.concurrency, batch_size=args.batch_size
+        settings, registry, concurrency=args.concurrency,
+        batch_size=args.batch_size or worker.DEFAULT_BATCH_SIZE,
     )
     specs = [spec]
     if args.with_relay:  # small deployments: one dyno runs handlers and deliveries
@@ -182,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run handlers for due inbox events")
     worker.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="worker processes (default 1; scale further with more dynos)")
-    worker.add_argument("--batch-size", type=int, default=32, metavar="N",
-                        help="events leased and processed per transaction (default 32)")
+    worker.add_argument("--batch-size", type=int, metavar="N",
+                        help="events leased per claim (default 100), processed in one "
+                        "transaction per 32 handlers that run SQL (inbox/worker.py)")
     worker.add_argument("--with-relay", action="store_true",
                         help="also run a relay process (one dyno for small deployments)")
     worker.set_defaults(func=cmd_worker)

@@ -102,7 +102,7 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGITS = b"0" * 19
 
 
-def _json_loads(data: bytes | memoryview | str) -> Any:
+def load_json(data: bytes | memoryview | str) -> Any:
     """json/jsonb values as Python objects, exactly, with orjson where that is safe.
 
     A worker parses every event's payload (~3 KB): the standard library took ~40 us of the
@@ -120,7 +120,7 @@ def _json_loads(data: bytes | memoryview | str) -> Any:
     return json.loads(raw)
 
 
-psycopg.types.json.set_json_loads(_json_loads)
+psycopg.types.json.set_json_loads(load_json)
 
 
 def create_pool(

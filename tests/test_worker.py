@@ -600,6 +600,37 @@ def test_the_outcomes_find_their_rows_by_id_not_among_all_leases(db, make_worker
     assert "inbox_pkey" in plan
     assert "inbox_due_idx" not in plan
 
+
+def transactions_of_processed_events(db: psycopg.Connection) -> list[int]:
+    """How many events each transaction finished, by the xmin of their final versions."""
+    rows = db.execute("SELECT xmin::text, count(*) FROM inbox WHERE status = 'processed'"
+                      " GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    return [count for _, count in rows]
+
+
+def test_a_batch_runs_32_handlers_with_sql_per_transaction(effects, registry, make_worker):
+    """A claim of 70 events whose handlers write: three transactions (32, 32, 6), each with
+    its handlers' writes and outcomes, so no transaction passes PostgreSQL's 64 cached
+    subtransactions."""
+    registry.handler("test", "effect")(record_effect)
+    insert_events(effects, "effect", 70)
+    worker = make_worker(batch_size=100)
+    assert worker.run_once() == 70
+    assert transactions_of_processed_events(effects) == [32, 32, 6]
+    assert effect_count(effects) == 70
+
+
+def test_handlers_without_sql_share_one_transaction_per_batch(db, registry, make_worker):
+    @registry.handler("test", "queue_only")
+    def queue_only(event, tx):
+        tx.outbox("crm.test", {"event": event.id})
+
+    insert_events(db, "queue_only", 100)
+    worker = make_worker(batch_size=100)
+    assert worker.run_once() == 100
+    assert transactions_of_processed_events(db) == [100]
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 100
+
 # -- helpers for out-of-order events ---------------------------------------------------------
 
 

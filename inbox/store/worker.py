@@ -34,20 +34,20 @@ class ClaimedEvent:
     provider: str
     event_id: str
     event_type: str
-    payload: dict[str, Any]
+    payload_json: str  # parsed only if a handler reads event.payload
     crashes: int
     due_at: datetime  # when it was due (next_attempt_at before the claim)
 
     @classmethod
     def from_row(cls, row: Sequence[Any], worker: str) -> ClaimedEvent:
-        (inbox_id, provider, event_id, event_type, payload, attempts, crashes, backend, at,
-         due_at) = row
+        (inbox_id, provider, event_id, event_type, payload_json, attempts, crashes, backend,
+         at, due_at) = row
         return cls(
             lease=Lease(inbox_id, attempts, backend, at, worker),
             provider=provider,
             event_id=event_id,
             event_type=event_type,
-            payload=payload,
+            payload_json=payload_json,
             crashes=crashes,
             due_at=due_at,
         )

@@ -43,7 +43,7 @@ SET attempts = inbox.attempts + 1,
     next_attempt_at = 'infinity'
 FROM picked
 WHERE inbox.id = picked.id
-RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payload,
+RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type, inbox.payload::text,
           inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at, picked.due_at;
 
 -- name: inbox_durable_commit
