@@ -1,7 +1,10 @@
 """drain: a backlog of pending events, no-op handler, beside pgbench and peer libraries.
 
 - `inbox worker --concurrency N` (the product) drains N events seeded `pending`; handler:
-  bench/noop_handlers.py (one outbox message per event, no business work).
+  bench/noop_handlers.py (one outbox message per event, no business work; it does not
+  read `event.payload`, so the worker reads no payload, as PgQueuer's no-op jobs carry
+  none). At the best concurrency it drains again with bench/reading_handlers.py, which
+  reads every payload: the cost of that read, shown beside the rest.
 - pgbench runs the worker's own SQL (bench/pgbench_scripts.py), one event per
   transaction, at the worker's concurrency: the ceiling of "one transaction per event".
 - PgQueuer and Procrastinate drain N no-op jobs each on the same PostgreSQL.
@@ -76,14 +79,15 @@ def worker_available() -> bool:
     return done.returncode == 0 and "--concurrency" in done.stdout
 
 
-def inbox_worker(url: str, concurrency: int, events: int) -> Throughput:
+def inbox_worker(url: str, concurrency: int, events: int,
+                 handlers: str = "bench.noop_handlers") -> Throughput:
     """Run `inbox worker --concurrency N` until `events` events are finished.
 
     Timed from the first event finished to the `events`-th, so the interpreter's start-up
     is not counted (nor for the peers). Progress is read from a sequence, not counted in
     the table: a count(*) every 50 ms would take CPU from the worker it measures.
     """
-    env = venv_env(DATABASE_URL=url, INBOX_HANDLERS="bench.noop_handlers")
+    env = venv_env(DATABASE_URL=url, INBOX_HANDLERS=handlers)
     argv = [str(Path(sys.executable).parent / "inbox"), "worker", "--concurrency",
             str(concurrency)]
     with running(argv, env=env, name="worker") as process, \
@@ -107,8 +111,9 @@ def inbox_worker(url: str, concurrency: int, events: int) -> Throughput:
     with psycopg.connect(url, autocommit=True) as conn:
         outcomes = dict(conn.execute("SELECT status, count(*) FROM inbox GROUP BY status"))
     note = ", ".join(f"{status} {n:,}" for status, n in sorted(outcomes.items()))
-    return Throughput("inbox worker", f"--concurrency {concurrency}", drained,
-                   finished - started, note=note)
+    name = "inbox worker" + ("" if handlers == "bench.noop_handlers" else f" ({handlers})")
+    return Throughput(name, f"--concurrency {concurrency}", drained, finished - started,
+                      note=note)
 
 
 def finished_attempts(conn: psycopg.Connection) -> int:
@@ -179,6 +184,12 @@ def run(args: argparse.Namespace) -> Report:
                       flush=True)
                 if best is None or drained.rate > best.rate:
                     best = drained
+        if best is not None:  # what reading every payload costs, at the best concurrency
+            url = copy_of_seed(cluster, "bench_drain")
+            reading = inbox_worker(url, int(best.setting.split()[-1]), args.events,
+                                   handlers="bench.reading_handlers")
+            results.append(reading)
+            print(f"{reading.name}: {reading.rate:,.0f}/s", flush=True)
         clients = int(best.setting.split()[-1]) if best else max(args.concurrency)
         label = "pgbench: worker SQL, 1 event/tx"
         url = copy_of_seed(cluster, "bench_drain")
@@ -212,7 +223,10 @@ def run(args: argparse.Namespace) -> Report:
         "to the last (read from a sequence); pgbench reports its own rate (without "
         "connection time); peers from their worker's start to an empty queue, one process "
         "each (Procrastinate drains a fifth of the backlog: its rate is what counts). "
-        "`vs worker` = the best worker rate over that row's."
+        "`vs worker` = the best worker rate over that row's. The no-op handler does not "
+        "read `event.payload`, so the worker reads no payload (it reads them per batch, "
+        "when a handler first asks); `bench.reading_handlers` reads every one (PgQueuer's "
+        "no-op jobs carry no payload)."
     )
     if best is None:
         report.body += "\n\n`inbox worker` is not available yet: only the ceiling and peers ran."

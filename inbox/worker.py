@@ -20,6 +20,7 @@ attempts; every worker runs it on its poll tick. The runner (inbox/runner.py) dr
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -135,10 +136,18 @@ class Worker:
     # -- processing ------------------------------------------------------------------------
 
     def _process(self, events: list[ClaimedEvent]) -> None:
-        while events:
-            events = self._process_in_one_transaction(events)
+        handled = [event.lease.inbox_id for event in events
+                   if self.registry.lookup(event.provider, event.event_type) is not None]
+        payloads = BatchPayloads(self.conn, handled)
+        try:
+            while events:
+                events = self._process_in_one_transaction(events, payloads)
+        finally:
+            payloads.close()
 
-    def _process_in_one_transaction(self, events: list[ClaimedEvent]) -> list[ClaimedEvent]:
+    def _process_in_one_transaction(
+        self, events: list[ClaimedEvent], payloads: BatchPayloads
+    ) -> list[ClaimedEvent]:
         """Run handlers and record their outcomes in one transaction, until
         HANDLERS_WITH_SQL_PER_TRANSACTION of them have run SQL; the events left over (still
         leased to this worker) go to the next transaction."""
@@ -152,7 +161,7 @@ class Worker:
                     # Shutting down: finish the event in hand, give the rest back.
                     outcomes.append(Outcome(claimed.lease, "pending", "released"))
                     continue
-                outcomes.append(self._run_handler(claimed, batch))
+                outcomes.append(self._run_handler(claimed, batch, payloads))
             else:
                 left = []
             finished, queued = store.finish_batch(self.conn, outcomes, batch.messages,
@@ -164,7 +173,9 @@ class Worker:
                         len(outcomes) - finished, len(outcomes))
         return left
 
-    def _run_handler(self, claimed: ClaimedEvent, batch: BatchTransaction) -> Outcome:
+    def _run_handler(
+        self, claimed: ClaimedEvent, batch: BatchTransaction, payloads: BatchPayloads
+    ) -> Outcome:
         lease = claimed.lease
         started = datetime.now(UTC)
         func = self.registry.lookup(claimed.provider, claimed.event_type)
@@ -174,9 +185,9 @@ class Worker:
             provider=claimed.provider,
             id=claimed.event_id,
             type=claimed.event_type,
-            payload_json=claimed.payload_json,
             attempt=lease.attempts,
             inbox_id=lease.inbox_id,
+            read_payload=functools.partial(payloads.text, lease.inbox_id),
         )
         tx = HandlerTx(self.conn, event, batch.begin)
         self.control.busy()
@@ -253,6 +264,35 @@ class BatchTransaction:
 
     def __exit__(self, *exc_info: object) -> bool:
         return bool(self._stack.__exit__(*exc_info))
+
+
+class BatchPayloads:
+    """The payloads of a batch's handled events, read in one statement when a handler
+    first reads `event.payload`; a batch whose handlers never do reads none.
+
+    Only inside the batch: the read uses the worker's connection, so a payload first read
+    after the batch ended (an event kept for later) is an error, not a stray statement.
+    """
+
+    def __init__(self, conn: db.Connection, inbox_ids: list[int]) -> None:
+        self._conn = conn
+        self._inbox_ids = inbox_ids
+        self._texts: dict[int, str] | None = None
+        self._closed = False
+
+    def text(self, inbox_id: int) -> str:
+        if self._texts is None:
+            if self._closed:
+                raise RuntimeError("event.payload was first read after its batch ended: "
+                                   "read it in the handler")
+            self._texts = store.payloads(self._conn, self._inbox_ids)
+        try:
+            return self._texts[inbox_id]
+        except KeyError:
+            raise LookupError(f"inbox row {inbox_id} has no payload to read") from None
+
+    def close(self) -> None:
+        self._closed = True
 
 
 def loop_spec(

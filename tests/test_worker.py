@@ -631,6 +631,52 @@ def test_handlers_without_sql_share_one_transaction_per_batch(db, registry, make
     assert transactions_of_processed_events(db) == [100]
     assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 100
 
+
+@pytest.fixture
+def payload_reads(monkeypatch) -> list[list[int]]:
+    """The inbox ids of each payload read the worker makes (the real reads, counted)."""
+    reads: list[list[int]] = []
+    real = store.payloads
+
+    def counted(conn, inbox_ids):
+        reads.append(list(inbox_ids))
+        return real(conn, inbox_ids)
+
+    monkeypatch.setattr(store, "payloads", counted)
+    return reads
+
+
+def test_payloads_are_read_once_per_batch_and_exactly(db, registry, make_worker, payload_reads):
+    amounts = []
+
+    @registry.handler("test", "amount")
+    def read_amount(event, tx):
+        amounts.append(event.payload["amount"])
+
+    insert_events(db, "amount", 3, payload={"amount": 123456789012345678901234567890})
+    insert_events(db, "unhandled", 2, prefix="other")
+    assert make_worker().run_once() == 5
+    assert amounts == [123456789012345678901234567890] * 3
+    assert len(payload_reads) == 1 and len(payload_reads[0]) == 3  # handled events only
+
+
+def test_handlers_that_never_read_the_payload_cost_no_read(db, registry, make_worker,
+                                                          payload_reads):
+    registry.handler("test", "effect")(lambda event, tx: tx.outbox("crm.test", {"id": event.id}))
+    insert_events(db, "effect", 5)
+    assert make_worker().run_once() == 5
+    assert payload_reads == []
+    assert statuses(db) == {"processed": 5}
+
+
+def test_a_payload_first_read_after_its_batch_is_a_clear_error(db, registry, make_worker):
+    kept = []
+    registry.handler("test", "effect")(lambda event, tx: kept.append(event))
+    insert_events(db, "effect", 1)
+    assert make_worker().run_once() == 1
+    with pytest.raises(RuntimeError, match="after its batch ended"):
+        _ = kept[0].payload
+
 # -- helpers for out-of-order events ---------------------------------------------------------
 
 

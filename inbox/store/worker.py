@@ -34,20 +34,17 @@ class ClaimedEvent:
     provider: str
     event_id: str
     event_type: str
-    payload_json: str  # parsed only if a handler reads event.payload
     crashes: int
     due_at: datetime  # when it was due (next_attempt_at before the claim)
 
     @classmethod
     def from_row(cls, row: Sequence[Any], worker: str) -> ClaimedEvent:
-        (inbox_id, provider, event_id, event_type, payload_json, attempts, crashes, backend,
-         at, due_at) = row
+        inbox_id, provider, event_id, event_type, attempts, crashes, backend, at, due_at = row
         return cls(
             lease=Lease(inbox_id, attempts, backend, at, worker),
             provider=provider,
             event_id=event_id,
             event_type=event_type,
-            payload_json=payload_json,
             crashes=crashes,
             due_at=due_at,
         )
@@ -91,6 +88,12 @@ def claim(
     events = [ClaimedEvent.from_row(row, worker) for row in rows]
     events.sort(key=lambda e: e.lease.inbox_id)
     return events
+
+
+def payloads(conn: db.Connection, inbox_ids: Sequence[int]) -> dict[int, str]:
+    """The payloads (JSON text) of these events, by inbox id."""
+    rows = conn.execute(query("inbox_payloads"), {"ids": list(inbox_ids)}).fetchall()
+    return dict(rows)
 
 
 def savepoint(conn: db.Connection) -> None:
