@@ -194,6 +194,20 @@ def run_idempotent(pool: psycopg_pool.ConnectionPool, work: Callable[[Connection
         return work(conn)
 
 
+def forget_prepared_statements(conn: psycopg.Connection) -> None:
+    """Deallocate the statements psycopg prepared on `conn` (it sends DEALLOCATE ALL before
+    the next statement): they are prepared again, with plans for the tables as they are
+    then. Through psycopg's own cache: a DEALLOCATE ALL we sent ourselves is noticed only
+    the first time its text is run, and psycopg then used statements that were gone."""
+    conn._prepared.clear()
+
+
+def in_transaction(conn: psycopg.Connection) -> bool:
+    """True inside an open, healthy transaction block (not between statements of an
+    autocommit connection)."""
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
 def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:
     """A single connection outside any pool (CLI commands, LISTEN, migrations)."""
     try:

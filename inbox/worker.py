@@ -79,14 +79,18 @@ class Worker:
         self.max_attempts = max(1, settings.max_attempts)
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-worker")
         store.start_session(self.conn, settings.handler_timeout_seconds)
-        self._scan_from = store.EARLIEST  # see _claim_scan_from
-        self._next_full_scan = 0.0
+        self._scan_from = store.EARLIEST  # see _poll_tick
+        self._next_poll_tick = 0.0
 
     # -- the Claimer protocol ------------------------------------------------------------
 
     def run_once(self) -> int:
         """Claim one batch and process it; the number of events claimed (0: none due)."""
-        claimed = store.claim(self.conn, self.name, self.batch_size, self._claim_scan_from())
+        scan_from = self._scan_from
+        if self._poll_tick():
+            scan_from = store.EARLIEST
+            db.forget_prepared_statements(self.conn)
+        claimed = store.claim(self.conn, self.name, self.batch_size, scan_from)
         if not claimed:
             return 0
         self._scan_from = min(event.due_at for event in claimed) - SCAN_MARGIN
@@ -118,20 +122,26 @@ class Worker:
     def close(self) -> None:
         self.conn.close()
 
-    def _claim_scan_from(self) -> datetime:
-        """Where the claim's index scan starts: just before the previous claim's events.
+    def _poll_tick(self) -> bool:
+        """True once per poll interval: the claim then scans from the start of the index,
+        and the session's statements are planned afresh.
 
-        Each claimed event leaves a dead entry at the front of inbox_due_idx until VACUUM,
-        and a claim scanning from the start walks all of them: in a long drain the claim
-        then slows down as the dead entries pile up. Rows due before that point are rare (an
-        insert that committed late, a suspect a claim left behind); a scan from the start
-        once per poll interval finds them.
+        * Where the claim's index scan starts: usually just before the previous claim's
+          events. Each claimed event leaves a dead entry at the front of inbox_due_idx until
+          VACUUM, and a claim scanning from the start walks all of them: in a long drain it
+          slows down as they pile up. Rows due before that point are rare (an insert that
+          committed late, a suspect a claim left behind); the scan from the start finds them.
+        * psycopg prepares a statement run five times, and PostgreSQL keeps its generic plan
+          until the next ANALYZE. A plan made while the inbox was a few pages (a new
+          install's first minute, before autovacuum) joins the claimed rows or the outcomes
+          to the table by a sequential scan, and kept doing so as the table grew. Forgetting
+          the prepared statements lets the next ones be planned for the table as it is.
         """
         now = time.monotonic()
-        if now >= self._next_full_scan:
-            self._next_full_scan = now + self.settings.poll_interval_seconds
-            return store.EARLIEST
-        return self._scan_from
+        if now < self._next_poll_tick:
+            return False
+        self._next_poll_tick = now + self.settings.poll_interval_seconds
+        return True
 
     # -- processing ------------------------------------------------------------------------
 

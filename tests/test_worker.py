@@ -566,19 +566,25 @@ def test_the_claim_takes_due_events_oldest_first_up_to_the_batch(db, make_worker
 
 
 
-def test_the_claim_and_the_outcomes_are_planned_afresh_each_time(db, make_worker):
+def test_the_session_plans_its_statements_again_every_poll_interval(db, make_worker,
+                                                                   worker_settings):
     """psycopg prepares a statement run five times, and PostgreSQL then keeps one generic
     plan until the next ANALYZE: a claim prepared while the inbox was small kept joining
-    by a sequential scan of the whole table as it grew. The claim and the outcomes join the
-    inbox by id and are never prepared; the other statements of the batch still are."""
+    by a sequential scan of the whole table as it grew. Once per poll interval the worker
+    drops its prepared statements, and the next claims are planned for the table as it is."""
     insert_events(db, "effect", 8)
-    worker = make_worker(batch_size=1)
+    settings = Settings(**{**worker_settings.__dict__, "poll_interval_seconds": 1.0})
+    worker = make_worker(settings, batch_size=1)
+
+    def claim_prepared() -> bool:
+        statements = worker.conn.execute("SELECT statement FROM pg_prepared_statements")
+        return any("SKIP LOCKED" in statement for (statement,) in statements)
+
     assert drain(worker.run_once) == 8
-    prepared = [row[0] for row in
-                worker.conn.execute("SELECT statement FROM pg_prepared_statements")]
-    assert prepared, "the batch statements are prepared"
-    assert not [statement for statement in prepared
-                if "SKIP LOCKED" in statement or "INSERT INTO inbox_attempts" in statement]
+    assert claim_prepared()
+    time.sleep(1.0)
+    assert worker.run_once() == 0
+    assert not claim_prepared()
 
 
 def test_the_outcomes_find_their_rows_by_id_not_among_all_leases(db, make_worker):
@@ -676,6 +682,30 @@ def test_a_payload_first_read_after_its_batch_is_a_clear_error(db, registry, mak
     assert make_worker().run_once() == 1
     with pytest.raises(RuntimeError, match="after its batch ended"):
         _ = kept[0].payload
+
+
+def test_a_failed_payload_read_fails_only_the_handler_that_asked(
+    database_url, effects, registry, make_worker, worker_settings
+):
+    """The first handler's SQL began the batch's transaction; the second handler's payload
+    read then waits on a table lock past the handler budget. It fails that handler alone:
+    the read ran in a savepoint of its own, and the batch commits the first event."""
+    registry.handler("test", "effect")(record_effect)
+
+    @registry.handler("test", "read")
+    def read_while_locked(event, tx):
+        with psycopg.connect(database_url) as locker:
+            locker.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+            _ = event.payload  # waits for the lock until the budget cancels it
+
+    [first] = insert_events(effects, "effect", 1, prefix="first")
+    [second] = insert_events(effects, "read", 1, prefix="second")
+    tight = Settings(**{**worker_settings.__dict__, "handler_timeout_seconds": 0.3})
+    assert make_worker(tight).run_once() == 2
+    assert event_row(effects, first)["status"] == "processed"
+    assert effect_count(effects, first) == 1
+    row = event_row(effects, second)
+    assert row["status"] == "pending" and row["last_error"].startswith("QueryCanceled")
 
 # -- helpers for out-of-order events ---------------------------------------------------------
 

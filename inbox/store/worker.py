@@ -80,19 +80,22 @@ def claim(
     conn: db.Connection, worker: str, batch: int, scan_from: datetime = EARLIEST
 ) -> list[ClaimedEvent]:
     """Lease up to `batch` due events, due at or after `scan_from` (its own transaction:
-    the connection is autocommit). Never prepared: planned for the table as it is now
-    (see inbox_claim)."""
+    the connection is autocommit)."""
     rows = conn.execute(query("inbox_claim"),
-                        {"worker": worker, "batch": batch, "scan_from": scan_from},
-                        prepare=False).fetchall()
+                        {"worker": worker, "batch": batch, "scan_from": scan_from}).fetchall()
     events = [ClaimedEvent.from_row(row, worker) for row in rows]
     events.sort(key=lambda e: e.lease.inbox_id)
     return events
 
 
 def payloads(conn: db.Connection, inbox_ids: Sequence[int]) -> dict[int, str]:
-    """The payloads (JSON text) of these events, by inbox id."""
-    rows = conn.execute(query("inbox_payloads"), {"ids": list(inbox_ids)}).fetchall()
+    """The payloads (JSON text) of these events, by inbox id.
+
+    Inside the batch's transaction (an earlier handler began it) the read runs in a
+    savepoint of its own: if it fails, it fails the handler that asked, not the batch.
+    """
+    with conn.transaction() if db.in_transaction(conn) else nullcontext():
+        rows = conn.execute(query("inbox_payloads"), {"ids": list(inbox_ids)}).fetchall()
     return dict(rows)
 
 
@@ -109,12 +112,10 @@ def rollback_savepoint(conn: db.Connection) -> None:
 
 
 def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
-    """Write the outcomes (status, history, end of lease) in one statement; rows finished.
-    Never prepared, like the claim (see inbox_finish)."""
+    """Write the outcomes (status, history, end of lease) in one statement; rows finished."""
     if not outcomes:
         return 0
-    row = conn.execute(query("inbox_finish"), _finish_params(outcomes),
-                       prepare=False).fetchone()
+    row = conn.execute(query("inbox_finish"), _finish_params(outcomes)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -135,8 +136,7 @@ def finish_batch(
         conn.execute(query("inbox_durable_commit"))
         queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
             if messages else None
-        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes),
-                                prepare=False)
+        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
     inserted = len(queued.fetchall()) if queued is not None else 0
     row = finished.fetchone()
     return (int(row[0]) if row else 0), inserted

@@ -16,11 +16,10 @@ LISTEN inbox_events;
 -- worker passes a point just before its previous claim (and '-infinity' once per poll
 -- interval, for anything older); `due_at` (the claimed rows' old next_attempt_at) is what
 -- it needs to know where that is.
--- The worker never prepares this statement (store.claim): a prepared statement gets one
--- generic plan, kept until the next ANALYZE, and a plan made while the inbox was a few pages
--- (a new install, the first minute before autovacuum) joins the claimed rows to `inbox` by a
--- sequential scan: the claim then slowed with every event, 7 ms after 16,000 (latency p50
--- 6 -> 16 ms in 40 s; docs/decisions.md). Planning each claim costs ~0.2 ms.
+-- The worker drops its prepared statements once per poll interval (Worker._poll_tick): a
+-- generic plan made while the inbox was a few pages joins the claimed rows to `inbox` by a
+-- sequential scan, and the claim then slowed with every event, 7 ms after 16,000 (latency
+-- p50 6 -> 16 ms in 40 s; docs/decisions.md).
 WITH due AS (
     SELECT id, next_attempt_at AS due_at, crashes > 0 AS suspect
     FROM inbox
@@ -84,8 +83,8 @@ ROLLBACK TO SAVEPOINT inbox_handler; RELEASE SAVEPOINT inbox_handler;
 -- The outcomes find their rows by id: `NOT isfinite(next_attempt_at)` (a leased row) is
 -- written so that it cannot be an index condition. As `= 'infinity'` the planner used it on
 -- inbox_due_idx and walked every worker's leases and their dead entries for each batch
--- (90 us per event at batch 32, 170 us at batch 100; 35 us by id). Never prepared, like the
--- claim: a generic plan made on a small table would keep its sequential scan.
+-- (90 us per event at batch 32, 170 us at batch 100; 35 us by id). A generic plan made on
+-- a small table would keep a sequential scan: see Worker._poll_tick.
 -- Arrays travel in binary (placeholders ending in b): psycopg writes a text array in Python, one regex per
 -- element, ~60 us for 32 strings and ~130 us for 32 timestamps, against ~8 us in binary;
 -- that was a third of the worker's CPU per event.
