@@ -52,7 +52,7 @@ def claim(
     conn: Connection, locked_by: str, limit: int, skip_topics: Iterable[str] = ()
 ) -> list[OutboxMessage]:
     """Lease up to `limit` due messages, counting the attempt; see `outbox_claim`. Never
-    prepared: planned for the table as it is now (see inbox_claim)."""
+    prepared: planned for the table as it is now (see outbox_claim)."""
     params = {"limit": limit, "locked_by": locked_by, "skip_topics": list(skip_topics)}
     rows = conn.execute(query("outbox_claim"), params, prepare=False).fetchall()
     return sorted((OutboxMessage.from_row(row) for row in rows), key=lambda m: m.id)
