@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     reports: list[Report] = []
     failed = False
     started = time.time()
+    machine = describe()  # before the run: its load average is the neighbours', not ours
     for name in names:
         options = args if args.benchmark else defaults(name, args.quick)
         module = importlib.import_module(f"bench.{name}")
@@ -74,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
         print("\n" + report.markdown(), flush=True)
     if not args.benchmark or args.write:
-        write_results(reports, argv, time.time() - started)
+        write_results(reports, argv, time.time() - started, machine)
     return 1 if failed else 0
 
 
-def write_results(reports: list[Report], argv: list[str], seconds: float) -> None:
+def write_results(reports: list[Report], argv: list[str], seconds: float,
+                  machine: str) -> None:
     command = "python -m bench " + shlex.join(argv) if argv else "python -m bench"
     lines = [
         "# Benchmark results", "",
@@ -87,7 +89,7 @@ def write_results(reports: list[Report], argv: list[str], seconds: float) -> Non
         "move from run to run, the ratios much less. Why a target does not hold, and what "
         "would close it: bench/README.md, \"Where the targets stand\".", "",
         f"Command: `{command.strip()}` ({seconds / 60:.1f} minutes)", "",
-        describe(), "",
+        machine, "",
         "## Summary", "",
         "| benchmark | target | measured | holds |", "| --- | --- | --- | --- |",
     ]
