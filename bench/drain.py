@@ -184,13 +184,12 @@ def run(args: argparse.Namespace) -> Report:
                       flush=True)
                 if best is None or drained.rate > best.rate:
                     best = drained
+        clients = int(best.setting.split()[-1]) if best else max(args.concurrency)
         if best is not None:  # what reading every payload costs, at the best concurrency
             url = copy_of_seed(cluster, "bench_drain")
-            reading = inbox_worker(url, int(best.setting.split()[-1]), args.events,
-                                   handlers="bench.reading_handlers")
+            reading = inbox_worker(url, clients, args.events, handlers="bench.reading_handlers")
             results.append(reading)
             print(f"{reading.name}: {reading.rate:,.0f}/s", flush=True)
-        clients = int(best.setting.split()[-1]) if best else max(args.concurrency)
         label = "pgbench: worker SQL, 1 event/tx"
         url = copy_of_seed(cluster, "bench_drain")
         ceiling = pgbench(url, clients, args.events, drain_one_event_per_transaction(), label)

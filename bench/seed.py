@@ -60,7 +60,3 @@ def lean_templates() -> list[bytes]:
         event["data"] = {"object": {"id": obj.get("id"), "object": obj.get("object")}}
         lean.append(json.dumps(event, separators=(",", ":")).encode())
     return lean
-
-
-def event_types() -> list[str]:
-    return sorted({json.loads(body)["type"] for body in stripe_templates()})
