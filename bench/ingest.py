@@ -17,6 +17,8 @@ import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import psycopg
+
 from bench import profile
 from bench.harness import (
     BENCH_SECRET,
@@ -28,7 +30,6 @@ from bench.harness import (
     postmaster_pid,
     procfile_line,
     running,
-    scalar,
     table,
     venv_env,
     wait_http,
@@ -91,6 +92,7 @@ class Server:
     pid: int = 0
     results: list[WrkResult] = field(default_factory=list)
     stored: int = 0
+    inserts: int = 0  # transactions that stored them (rows sharing a received_at)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds over all rounds
 
     def cpu_us_per_request(self, *names: str) -> float:
@@ -131,18 +133,28 @@ def one_run(server: Server, args: argparse.Namespace, *, seconds: float, tag: st
     count = int(seconds * REQUESTS_PER_SECOND_BOUND) if server.stores else CEILING_REQUESTS
     files = write_requests(count, threads=args.wrk_threads, host=host, tag=tag)
     try:
-        before = int(scalar(database_url, "SELECT count(*) FROM inbox")) if server.stores else 0
+        before = stored_rows(database_url) if server.stores else (0, 0)
         meter = CpuMeter(web=server.pid, pg=postmaster).start()
         result = run_wrk(f"{server.base}/webhooks/stripe", files,
                          connections=args.connections, seconds=seconds)
         result.extra["cpu"] = meter.stop()
         if server.stores:
             # Answers still in flight at wrk's deadline land a moment later.
-            after = int(scalar(database_url, "SELECT count(*) FROM inbox"))
-            result.extra["stored"] = after - before
+            after = stored_rows(database_url)
+            result.extra["stored"] = after[0] - before[0]
+            result.extra["inserts"] = after[1] - before[1]
         return result
     finally:
         files.cleanup()
+
+
+def stored_rows(database_url: str) -> tuple[int, int]:
+    """Rows in the inbox, and the transactions that inserted them: the receiver's group
+    commit stores the events of one insert with one received_at (the transaction's time)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows, inserts = conn.execute(
+            "SELECT count(*), count(DISTINCT received_at) FROM inbox").fetchone()
+    return int(rows), int(inserts)
 
 
 def measure(servers: list[Server], config: WebConfig, args: argparse.Namespace,
@@ -167,6 +179,7 @@ def measure(servers: list[Server], config: WebConfig, args: argparse.Namespace,
                 for name, seconds in result.extra["cpu"].items():
                     server.cpu[name] = server.cpu.get(name, 0.0) + seconds
                 server.stored += int(result.extra.get("stored", 0))
+                server.inserts += int(result.extra.get("inserts", 0))
                 if recorder is not None:
                     profile_text = profile.finish(*recorder)
     return profile_text
@@ -180,7 +193,8 @@ def variants(args: argparse.Namespace) -> list[str]:
 
 
 HEADERS = ["app", "gunicorn", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "sock err",
-           "rows stored", "wrk cpu", "vs bare", "web cpu us/req", "pg cpu us/req",
+           "rows stored", "events/insert", "wrk cpu", "vs bare", "web cpu us/req",
+           "pg cpu us/req",
            "cpu vs bare"]
 
 
@@ -194,6 +208,7 @@ def rows(servers: list[Server], config: WebConfig) -> list[list[object]]:
             server.median("p99_ms"), max(r.max_ms for r in results),
             sum(r.non_2xx for r in results), sum(sum(r.socket_errors.values()) for r in results),
             server.stored if server.stores else "-",
+            f"{server.stored / server.inserts:.2f}" if server.inserts else "-",
             f"{statistics.mean(r.wrk_cpu_share for r in results):.0%}",
             f"{server.rate / bare.rate:.2f}x" if bare.rate else "-",
             f"{server.cpu_us_per_request('web'):.0f}", f"{server.cpu_us_per_request('pg'):.0f}",
@@ -242,7 +257,8 @@ def run(args: argparse.Namespace) -> Report:
         f"with the others, after a {WARMUP_SECONDS:g} s warm-up; req/s over all rounds, "
         "p50/p99 the median of the rounds, max the worst. `wrk cpu`: the generator's CPU as "
         "a share of one core. `rows stored` counts answers that landed after wrk's deadline "
-        "too. `web cpu` / `pg cpu`: CPU time of the gunicorn processes / of PostgreSQL per "
+        "too; `events/insert`, how many the group commit stored per statement. `web cpu` / "
+        "`pg cpu`: CPU time of the gunicorn processes / of PostgreSQL per "
         "request; `cpu vs bare` compares requests per CPU second, which the neighbours' load "
         "moves much less than req/s."
     )

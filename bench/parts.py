@@ -28,6 +28,7 @@ from inbox.config import Settings
 from inbox.providers import ReceivedEvent, parse_json_object
 from inbox.providers.stripe import StripeProvider, sign
 from inbox.queries import query
+from inbox.store.receiver import insert_events
 
 REPEATS = 5
 
@@ -97,17 +98,11 @@ def main() -> int:
             rows.append(["pool.connection() with check_connection", per_call_us(checked, 500)])
             rows.append(["pool.connection() without check", per_call_us(unchecked, 500)])
             counter = iter(range(10**9))
-            insert = query("inbox_insert")
 
             def insert_one() -> object:
                 event = ReceivedEvent("stripe", f"evt_parts_{next(counter)}", "invoice.paid",
                                       text, body, header)
-                with nocheck.connection() as conn:
-                    return conn.execute(insert, {
-                        "provider": event.provider, "event_id": event.event_id,
-                        "event_type": event.event_type, "payload": event.payload_text,
-                        "raw_body": event.raw_body, "signature": event.signature,
-                    }).fetchone()
+                return insert_events(nocheck, [event])
 
             rows.append(["inbox_insert, durable commit, one client",
                          per_call_us(insert_one, 300)])

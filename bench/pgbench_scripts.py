@@ -67,16 +67,3 @@ def drain_one_event_per_transaction() -> str:
         "COMMIT;",
         "",
     ])
-
-
-def insert_event() -> str:
-    """The receiver's inbox_insert, one event per transaction (the ingest's database part)."""
-    insert = statement("inbox_insert", {
-        "provider": "'stripe'",
-        "event_id": "('evt_pgbench_' || :client_id || '_' || :n)",
-        "event_type": "'invoice.paid'",
-        "payload": ":payload",
-        "raw_body": "convert_to(:payload, 'UTF8')",
-        "signature": "'t=1,v1=00'",
-    })
-    return f"\\set n random(1, 1000000000000)\n{insert};\n"

@@ -21,7 +21,7 @@ BUCKETS = (
     ("pool: check_connection (round trip before each request)", "check_connection"),
     ("pool: getconn/putconn", "psycopg_pool/pool.py"),
     ("wake-up: asking the notifier thread for a NOTIFY", "WakeNotifier.wake"),
-    ("database: inbox_insert (execute + commit wait)", "insert_event"),
+    ("database: inbox_insert (group commit: execute, commit wait, queue)", "GroupCommit"),
     ("signature check (HMAC and header rules)", "providers/stripe.py"),
     ("JSON parse of the body", "parse_json_object"),
     ("request log line", "logging/__init__.py"),

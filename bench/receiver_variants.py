@@ -11,13 +11,15 @@ request; the Stripe HMAC computed without the SDK.)
   ~60 us less CPU per request (web + PostgreSQL) at ~1,000 req/s, for up to 10 ms more
   before an idle worker hears of an event that arrived just after another.
 - no_wake: no NOTIFY at all (workers would rely on polling): the most a wake-up can cost.
+- no_group: each request inserts its own event on a pooled connection, as before group
+  commit (inbox/store/group_commit.py).
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
-VARIANTS = ("wake_gap_10ms", "no_wake")
+VARIANTS = ("wake_gap_10ms", "no_wake", "no_group")
 
 
 def create_app(variant: str = "as_is") -> Flask:
@@ -27,6 +29,17 @@ def create_app(variant: str = "as_is") -> Flask:
         wakeup.COALESCE_SECONDS = 0.010
     elif variant == "no_wake":
         wakeup.WakeNotifier.wake = lambda self: None  # type: ignore[method-assign]
+    elif variant == "no_group":
+        from inbox.store.group_commit import GroupCommit
+
+        def insert_alone(self, event):
+            [result] = self._insert_many([event])
+            if isinstance(result, Exception):
+                raise result
+            if result:
+                self._committed()
+            return result
+        GroupCommit.insert = insert_alone  # type: ignore[method-assign]
     elif variant != "as_is":
         raise SystemExit(f"unknown receiver variant {variant!r}; known: {', '.join(VARIANTS)}")
     from inbox.web import create_app as product_app

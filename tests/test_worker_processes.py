@@ -210,8 +210,8 @@ def test_a_notification_wakes_an_idle_worker_long_before_the_poll(workers, effec
     assert event_row(effects, quiet)["status"] == "pending"  # polling alone would wait
 
     effects.execute(query("inbox_insert"), {
-        "provider": "test", "event_id": "loud", "event_type": "effect", "payload": "{}",
-        "raw_body": b"{}", "signature": None,
+        "providers": ["test"], "event_ids": ["loud"], "event_types": ["effect"],
+        "payloads": ["{}"], "raw_bodies": [b"{}"], "signatures": [None],
     })
     effects.execute(query("inbox_wake_workers"))  # what the receiver sends after the insert
     wait_for(lambda: processed(effects) == 3, timeout=10, what="the notified event")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from psycopg_pool import ConnectionPool
 
@@ -12,35 +12,42 @@ from inbox.providers import ReceivedEvent
 from inbox.queries import query
 
 
-def insert_event(pool: ConnectionPool, event: ReceivedEvent, wake: Callable[[], None]) -> bool:
-    """Store the event once and wake workers; False when it was already stored.
+def insert_events(
+    pool: ConnectionPool, events: Sequence[ReceivedEvent]
+) -> list[bool | InvalidEvent]:
+    """Store each event once, all in one statement; for each, True when it was stored now,
+    False when it was already there (or came earlier in `events`), or the InvalidEvent
+    that kept it out. Returns only after the insert has committed.
 
-    Returns only after the insert has committed. `wake` (WakeNotifier.wake) is called
-    after the commit, and only for a new event: it asks the process's notifier thread for
-    a NOTIFY rather than sending one, so the request makes one round trip, not two.
+    jsonb refuses some valid JSON (a \\u0000 escape, a lone surrogate), and one refused
+    payload fails the whole statement: then each event is stored alone, so only the
+    refused one is refused. Database trouble raises DatabaseUnavailable for all of them.
     """
-    params = {
-        "provider": event.provider,
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "payload": event.payload_text,
-        "raw_body": event.raw_body,
-        "signature": event.signature,
-    }
+    try:
+        stored = db.run_idempotent(pool, lambda conn: _insert(conn, events))
+    except db.DataError as exc:
+        if len(events) == 1:
+            return [InvalidEvent(f"payload cannot be stored: {exc}")]
+        return [insert_events(pool, [event])[0] for event in events]
+    results: list[bool | InvalidEvent] = []
+    for event in events:
+        key = (event.provider, event.event_id)
+        results.append(key in stored)
+        stored.discard(key)  # a twin later in the batch is a duplicate
+    return results
 
-    def insert(conn: db.Connection) -> bool:
-        try:
-            row = conn.execute(query("inbox_insert"), params).fetchone()
-        except db.DataError as exc:
-            # Valid JSON that jsonb refuses (a \u0000 escape, a lone surrogate): the
-            # sender's problem, not an outage.
-            raise InvalidEvent(f"payload cannot be stored: {exc}") from None
-        return row is not None
 
-    stored = db.run_idempotent(pool, insert)
-    if stored:
-        wake()
-    return stored
+def _insert(conn: db.Connection, events: Sequence[ReceivedEvent]) -> set[tuple[str, str]]:
+    """The (provider, event_id) of the events stored by this insert."""
+    rows = conn.execute(query("inbox_insert"), {
+        "providers": [event.provider for event in events],
+        "event_ids": [event.event_id for event in events],
+        "event_types": [event.event_type for event in events],
+        "payloads": [event.payload_text for event in events],
+        "raw_bodies": [event.raw_body for event in events],
+        "signatures": [event.signature for event in events],
+    }).fetchall()
+    return set(rows)
 
 
 def readiness(pool: ConnectionPool) -> list[str]:

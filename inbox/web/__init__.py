@@ -16,6 +16,8 @@ from werkzeug.exceptions import HTTPException
 from inbox import db
 from inbox.config import Settings
 from inbox.providers import Clock
+from inbox.store import receiver
+from inbox.store.group_commit import GroupCommit
 from inbox.store.wakeup import WakeNotifier
 from inbox.web import health, webhooks
 
@@ -25,8 +27,9 @@ STATEMENT_TIMEOUT_SECONDS = 5.0
 
 
 class Database:
-    """The process's connection pool, made on first use (after gunicorn forks), and its
-    notifier that wakes idle workers after inserts commit."""
+    """The process's connection pool, made on first use (after gunicorn forks), its group
+    commit that stores the events of concurrent requests together, and its notifier that
+    wakes idle workers after inserts commit."""
 
     def __init__(self, settings: Settings, max_size: int) -> None:
         self._settings = settings
@@ -34,6 +37,8 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self.notifier = WakeNotifier(self._connect_notifier)
+        self.inserter = GroupCommit(lambda events: receiver.insert_events(self.pool, events),
+                                    lambda: self.notifier.wake())
 
     @property
     def pool(self) -> ConnectionPool:

@@ -12,7 +12,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
 from inbox.providers import Provider, get_provider
-from inbox.store import receiver
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("inbox.web")
@@ -46,8 +45,7 @@ def _receive(provider_name: str, record: dict[str, object]) -> Response:
         provider = _provider(extensions, provider_name)
         event = provider.receive(_read_body(settings.max_body_bytes), request.headers)
         record.update(event_id=event.event_id, type=event.event_type)
-        database = extensions["inbox.database"]
-        stored = receiver.insert_event(database.pool, event, database.notifier.wake)
+        stored = extensions["inbox.database"].inserter.insert(event)
     except UnknownProvider as exc:
         return _answer(record, 404, "unknown_provider", str(exc))
     except (InvalidSignature, InvalidEvent) as exc:

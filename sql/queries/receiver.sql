@@ -1,13 +1,20 @@
 -- name: inbox_insert
--- Store a verified event exactly once, as a single-statement (autocommit) transaction. No
--- row back means (provider, event_id) was already there: a duplicate is a result, not an
--- error, and running this twice is harmless (the receiver retries it once on a connection
--- that turned out broken).
+-- Store verified events exactly once: every event that reached one web process while its
+-- previous insert was committing, in one statement, so one transaction and one WAL flush
+-- (group commit; inbox/store/group_commit.py). Each event is its own element of the
+-- arrays; received_at is the transaction's time, so events of one insert share it.
+-- Only the rows stored come back: an event whose (provider, event_id) was already there,
+-- or came earlier in the same arrays, is a duplicate, which is a result, not an error.
+-- Running this twice is harmless (the receiver retries it once on a connection that
+-- turned out broken). Arrays go in binary: psycopg's text array dumper costs more
+-- than the rest of the request.
 INSERT INTO inbox (provider, event_id, event_type, payload, raw_body, signature)
-VALUES (%(provider)s, %(event_id)s, %(event_type)s, %(payload)s::jsonb, %(raw_body)s,
-        %(signature)s)
+SELECT provider, event_id, event_type, payload::jsonb, raw_body, signature
+FROM unnest(%(providers)b::text[], %(event_ids)b::text[], %(event_types)b::text[],
+            %(payloads)b::text[], %(raw_bodies)b::bytea[], %(signatures)b::text[])
+     AS event(provider, event_id, event_type, payload, raw_body, signature)
 ON CONFLICT (provider, event_id) DO NOTHING
-RETURNING id;
+RETURNING provider, event_id;
 
 -- name: inbox_wake_workers
 -- Wake idle workers, after inbox_insert committed, in a transaction of its own with
