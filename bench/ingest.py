@@ -72,12 +72,17 @@ class WebConfig:
             args += ["--workers", str(self.workers)]
         if self.threads:
             args += ["--threads", str(self.threads)]
+        elif self.worker_class == "sync":
+            # gunicorn_conf.py sets threads, and gunicorn turns a sync worker with threads
+            # into gthread: a sync worker needs its single thread said out loud.
+            args += ["--threads", "1"]
         return args
 
 
 SWEEP = [
-    WebConfig("sync", 2), WebConfig("sync", 4), WebConfig("sync", 8),
-    WebConfig("gthread", 2, 8), WebConfig("gthread", 4, 4), WebConfig("gthread", 4, 8),
+    WebConfig("sync", 2), WebConfig("sync", 4),
+    WebConfig("gthread", 2, 4), WebConfig("gthread", 2, 8), WebConfig("gthread", 2, 16),
+    WebConfig("gthread", 4, 4), WebConfig("gthread", 4, 8),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -22,9 +23,11 @@ import psycopg
 
 from bench.harness import (
     BENCH_SECRET,
+    CpuMeter,
     free_port,
     fresh_database,
     postgres,
+    postmaster_pid,
     procfile_line,
     running,
     scalar,
@@ -151,15 +154,20 @@ def run(args: argparse.Namespace) -> Report:
             web_argv[-1] = f'bench.receiver_variants:create_app("{args.receiver_variant}")'
         with contextlib.ExitStack() as stack:
             web = stack.enter_context(running(web_argv, env=env, name="web"))
-            stack.enter_context(running(worker_argv, env=env, name="worker"))
+            worker = stack.enter_context(running(worker_argv, env=env, name="worker"))
             wait_http(f"http://127.0.0.1:{port}/healthz", web)
             OpenLoop(port, list(stripe_bodies(int(args.rate * WARMUP_SECONDS), "latw")),
                      args.rate).run()
             bodies = list(stripe_bodies(count, "lat"))
             load = OpenLoop(port, bodies, args.rate)
+            meter = CpuMeter(web=web.popen.pid, worker=worker.popen.pid,
+                             postgres=postmaster_pid(cluster))
+            meter.start()
+            client_began = time.process_time()
             began = time.time()
             load.run()
             took = time.time() - began
+            cpu = {**meter.stop(), "client": time.process_time() - client_began}
             pending = "SELECT count(*) FROM inbox WHERE status = 'pending'"
             wait_until(lambda: int(scalar(url, pending)) == 0, timeout=120, interval=0.2)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -209,7 +217,10 @@ def run(args: argparse.Namespace) -> Report:
         f"{statistics.fmean(to_commit) if to_commit else float('nan'):.1f} ms. "
         f"POST -> commit p50 by {WINDOW_SECONDS:g} s window: "
         + ", ".join(f"{percentile(values, .5):.1f}" for _, values in sorted(by_window.items()))
-        + " ms."
+        + " ms. CPU while sending, in cores of the machine's "
+        + f"{os.cpu_count()}: "
+        + ", ".join(f"{name} {seconds / took:.2f}" for name, seconds in cpu.items())
+        + f" (product per event: {product_cpu_us(cpu, count):.0f} us)."
     )
     p50, p99 = percentile(to_commit, .5), percentile(to_commit, .99)
     report.check(f"p50 <= {TARGET_P50_MS:g} ms", f"{p50:.1f} ms", p50 <= TARGET_P50_MS)
@@ -218,6 +229,12 @@ def run(args: argparse.Namespace) -> Report:
                  f"{achieved:,.0f}/s, {non_2xx} non-2xx, {unprocessed} unprocessed",
                  non_2xx == 0 and unprocessed == 0 and achieved >= 0.95 * args.rate)
     return report
+
+
+def product_cpu_us(cpu: dict[str, float], events: int) -> float:
+    """CPU microseconds per event of web, worker and PostgreSQL together."""
+    product = sum(cpu[name] for name in ("web", "worker", "postgres"))
+    return product / events * 1e6 if events else 0.0
 
 
 FULL = {"seconds": 60.0}

@@ -1,14 +1,15 @@
 """Gunicorn settings for the Procfile's `web` line (`-c python:inbox.gunicorn_conf`).
 
-Threaded workers (gthread), 2 per core with 4 threads each, chosen by measurement
-(`python -m bench ingest --sweep`, table in docs/decisions.md): a request waits on its
-commit's WAL flush, and threads overlap those waits (and let PostgreSQL group the commits)
-where a sync worker sits idle; gthread also keeps connections alive, which sync workers
-never do. 4x4 took about 1.8x the events/s of 4 sync workers with a lower p99, while more
-threads or processes gave nothing more on 2 cores (the receiver is then CPU-bound).
-The threads per process match the receiver's pool size (create_app(pool_size=4)): more
-threads would only queue for a connection. WEB_CONCURRENCY (Heroku's convention)
-overrides the process count.
+Threaded workers (gthread), one process per core with 8 threads each, chosen by
+measurement (`python -m bench ingest --sweep`, table in docs/decisions.md, "gunicorn gthread,
+one process per core x 8 threads"). A request waits on its commit's WAL flush, and threads
+overlap those waits where a sync worker sits idle; gthread also keeps connections alive,
+which sync workers never do. The requests a process holds while one insert commits share
+the next insert (group commit, inbox/store/group_commit.py), so fewer processes with more
+threads make larger groups: 2x8 stored ~3.5 events per insert against ~1.7 for 4x4, for
+the same req/s with half the p99 and less CPU per request; at a steady 500 events/s it also
+left more of the machine to the workers. WEB_CONCURRENCY (Heroku's convention) overrides
+the process count.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from inbox.logs import configure_logging
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-threads = 4
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+threads = 8
 # Providers time out after 10-30 s; a request of ours never needs more than a few.
 timeout = 30
 graceful_timeout = 20

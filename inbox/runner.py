@@ -77,6 +77,11 @@ class Claimer(Protocol):
         """Claim due items and process them; how many were claimed (0: nothing due)."""
         ...
 
+    def more_may_be_due(self, claimed: int) -> bool:
+        """After a turn that claimed `claimed` items: True to take another turn at once,
+        False to wait for a wake-up (a NOTIFY sent meanwhile ends the wait at once)."""
+        ...
+
     def rescue(self) -> int:
         """Recover the leases of dead processes; how many."""
         ...
@@ -206,7 +211,8 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
                 if time.monotonic() >= next_rescue:
                     claimer.rescue()
                     next_rescue = time.monotonic() + spec.poll_interval_seconds
-                if claimer.run_once():
+                claimed = claimer.run_once()
+                if claimed and claimer.more_may_be_due(claimed):
                     listener.drain()  # busy: the claim loop needs no wake-up, keep it read
                     continue
                 if control.wait(next_rescue - time.monotonic(), listener.fileno()):
