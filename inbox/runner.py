@@ -9,7 +9,9 @@ processes back into work (`rescue`). The runner does everything else:
   budget (watchdog);
 - **wake-ups**: each child LISTENs on its own autocommit connection and also polls every
   `poll_interval_seconds`, so a lost notification delays work by at most one interval; the
-  rescue runs on that same tick;
+  rescue runs on that same tick. A NOTIFY wakes every child, but only the first child of
+  the loop that was waiting claims for it (the others see it waiting in shared memory): at
+  a low rate each event then costs one claim, not one per child;
 - **signals**: the first SIGTERM stops claiming; each child finishes the item in hand (the
   claimer gives back the rest of its batch) and exits 0. A second SIGTERM, or SIGINT, exits
   at once: the open transaction rolls back and the leases are given back. A child whose
@@ -120,25 +122,34 @@ class LoopSpec:
 
 
 class Heartbeat:
-    """Per-child "busy since" times in shared memory: the watchdog's view of the children."""
+    """Per-child state in shared memory: "busy since" times (the watchdog's view of the
+    children) and whether each child waits for a wake-up (its siblings' view)."""
 
     def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, 8 * max(slots, 1))  # anonymous, shared across fork
+        self._memory = mmap.mmap(-1, 16 * max(slots, 1))  # anonymous, shared across fork
 
     def set(self, slot: int, value: float) -> None:
-        struct.pack_into("d", self._memory, 8 * slot, value)
+        struct.pack_into("d", self._memory, 16 * slot, value)
 
     def get(self, slot: int) -> float:
-        return struct.unpack_from("d", self._memory, 8 * slot)[0]
+        return struct.unpack_from("d", self._memory, 16 * slot)[0]
+
+    def set_waiting(self, slot: int, waiting: bool) -> None:
+        struct.pack_into("d", self._memory, 16 * slot + 8, 1.0 if waiting else 0.0)
+
+    def waiting(self, slot: int) -> bool:
+        return struct.unpack_from("d", self._memory, 16 * slot + 8)[0] != 0.0
 
 
 class ProcessControl:
     """A child's control: stop on SIGTERM or when the parent closes (or loses) the stop pipe."""
 
-    def __init__(self, stop_fd: int | None, heartbeat: Heartbeat | None, slot: int) -> None:
+    def __init__(self, stop_fd: int | None, heartbeat: Heartbeat | None, slot: int,
+                 elders: Sequence[int] = ()) -> None:
         self._stop_fd = stop_fd
         self._heartbeat = heartbeat
         self._slot = slot
+        self._elders = elders  # the slots of this loop's children before this one
         self._stopping = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -155,10 +166,23 @@ class ProcessControl:
     def busy(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.set(self._slot, time.monotonic())
+            self._heartbeat.set_waiting(self._slot, False)  # wake-ups are for the others
 
     def idle(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.set(self._slot, 0.0)
+
+    def waiting(self, waiting: bool) -> None:
+        """Tell the siblings whether this child is waiting for a wake-up (or claiming
+        after one): while it is, they leave the NOTIFY to it."""
+        if self._heartbeat is not None:
+            self._heartbeat.set_waiting(self._slot, waiting)
+
+    def an_elder_is_waiting(self) -> bool:
+        """True when a child of this loop before this one waits too: it got the same
+        NOTIFY and claims for it."""
+        heartbeat = self._heartbeat
+        return heartbeat is not None and any(heartbeat.waiting(s) for s in self._elders)
 
     def wait(self, timeout: float, listen_fd: int | None = None) -> bool:
         """Sleep until a notification, a signal, a stop or the timeout; True if notified."""
@@ -201,6 +225,7 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
     claimer: Claimer | None = None
     listener: Listener | None = None
     next_rescue = 0.0
+    claim = True
     try:
         while not control.stop_requested():
             try:
@@ -211,16 +236,26 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
                 if time.monotonic() >= next_rescue:
                     claimer.rescue()
                     next_rescue = time.monotonic() + spec.poll_interval_seconds
-                claimed = claimer.run_once()
-                if claimed and claimer.more_may_be_due(claimed):
-                    listener.drain()  # busy: the claim loop needs no wake-up, keep it read
-                    continue
-                if control.wait(next_rescue - time.monotonic(), listener.fileno()):
+                    claim = True
+                if claim:
+                    claimed = claimer.run_once()
+                    if claimed and claimer.more_may_be_due(claimed):
+                        control.waiting(False)  # a backlog: wake-ups are for the others
+                        listener.drain()  # the claim loop needs no wake-up: keep it read
+                        continue
+                control.waiting(True)
+                notified = control.wait(next_rescue - time.monotonic(), listener.fileno())
+                if notified:
                     listener.drain()
+                # Every child LISTENs, and one NOTIFY wakes them all: only the first one
+                # waiting claims, or each event would cost a claim per child.
+                claim = not (notified and control.an_elder_is_waiting())
             except _DB_ERRORS as exc:
                 log.warning("%s: database unavailable (%s); reconnecting", spec.name, exc)
+                control.waiting(False)
                 _close(claimer, listener)
                 claimer, listener = None, None
+                claim = True
                 control.wait(min(spec.poll_interval_seconds, DATABASE_RETRY_SECONDS) or 0.1)
         return EXIT_OK
     except KeyboardInterrupt:

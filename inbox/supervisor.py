@@ -124,6 +124,8 @@ class Supervisor:
 
     def _spawn(self, slot: _Slot) -> None:
         self.heartbeat.set(slot.index, 0.0)
+        self.heartbeat.set_waiting(slot.index, False)
+        elders = [s.index for s in self.slots if s.spec is slot.spec and s.index < slot.index]
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
@@ -132,7 +134,8 @@ class Supervisor:
                 code = EXIT_FAILURE
                 try:
                     os.close(self.stop_w)
-                    code = _child_main(slot.spec, self.stop_r, self.heartbeat, slot.index)
+                    code = _child_main(slot.spec, self.stop_r, self.heartbeat, slot.index,
+                                       elders)
                 except BaseException:
                     log.exception("%s child crashed", slot.spec.name)
                 finally:
@@ -155,6 +158,7 @@ class Supervisor:
             if slot is None:
                 continue
             slot.pid = None
+            self.heartbeat.set_waiting(slot.index, False)  # its siblings answer wake-ups now
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 if code not in (EXIT_OK, EXIT_INTERRUPTED) and not self.immediate:
@@ -193,8 +197,9 @@ class Supervisor:
                 _kill(slot.pid, signum)
 
 
-def _child_main(spec: LoopSpec, stop_fd: int, heartbeat: Heartbeat, slot: int) -> int:
-    control = ProcessControl(stop_fd, heartbeat, slot)
+def _child_main(spec: LoopSpec, stop_fd: int, heartbeat: Heartbeat, slot: int,
+                elders: Sequence[int]) -> int:
+    control = ProcessControl(stop_fd, heartbeat, slot, elders)
     terms = 0
 
     def on_sigterm(signum: int, frame: object) -> None:

@@ -1,5 +1,7 @@
-"""The runner's turns: a claim that got less than a full batch waits for the next NOTIFY
-rather than claiming again at once; a full batch claims again at once."""
+"""The runner's turns, counted on real Workers: a claim that got less than a full batch
+waits for the next NOTIFY rather than claiming again at once; a full batch claims again at
+once; and of the children woken by one NOTIFY only the first one waiting claims, unless
+it is busy in a handler."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import psycopg
 from inbox.config import Settings
 from inbox.queries import query
 from inbox.registry import Registry
-from inbox.runner import LoopSpec, ProcessControl, run_loop
+from inbox.runner import Heartbeat, LoopSpec, ProcessControl, run_loop
 from inbox.worker import LISTEN_QUERY, Worker
 from tests.support import wait_for
 from tests.worker_support import insert_events
@@ -33,36 +35,49 @@ class CountingWorker(Worker):
 
 
 @contextlib.contextmanager
-def worker_loop(database_url: str, batch_size: int) -> Iterator[list[int]]:
-    """The worker's loop in a thread of this process; the claims of its turns."""
-    turns: list[int] = []
-    settings = Settings(database_url=database_url, poll_interval_seconds=POLL_SECONDS)
+def worker_loops(
+    database_url: str, batch_size: int, children: int = 1, registry: Registry | None = None
+) -> Iterator[list[list[int]]]:
+    """`children` worker loops in threads of this process, sharing a Heartbeat as a
+    supervisor's children do; the claims of each one's turns."""
+    settings = Settings(database_url=database_url, poll_interval_seconds=POLL_SECONDS,
+                        handler_timeout_seconds=30.0)
+    heartbeat = Heartbeat(children)
+    turns: list[list[int]] = [[] for _ in range(children)]
+    controls, threads = [], []
+    for slot in range(children):
+        def make_claimer(control, slot=slot) -> Worker:
+            worker = CountingWorker(settings, registry or Registry(), name=f"test-{slot}",
+                                    batch_size=batch_size, control=control)
+            worker.turns = turns[slot]
+            return worker
 
-    def make_claimer(control) -> Worker:
-        worker = CountingWorker(settings, Registry(), name="test-runner",
-                                batch_size=batch_size, control=control)
-        worker.turns = turns
-        return worker
-
-    spec = LoopSpec(name="worker", database_url=database_url, listen_query=LISTEN_QUERY,
-                    make_claimer=make_claimer, poll_interval_seconds=POLL_SECONDS)
-    control = ProcessControl(None, None, 0)
-    thread = threading.Thread(target=run_loop, args=(spec, control), daemon=True)
-    thread.start()
+        spec = LoopSpec(name="worker", database_url=database_url, listen_query=LISTEN_QUERY,
+                        make_claimer=make_claimer, poll_interval_seconds=POLL_SECONDS)
+        control = ProcessControl(None, heartbeat, slot, elders=range(slot))
+        thread = threading.Thread(target=run_loop, args=(spec, control), daemon=True)
+        thread.start()
+        controls.append(control)
+        threads.append(thread)
     try:
-        wait_for(lambda: turns == [0], "the first, empty turn")
+        for slot in range(children):
+            wait_for(lambda slot=slot: heartbeat.waiting(slot), "every loop to wait")
+        assert turns == [[0]] * children
         yield turns
     finally:
-        control.request_stop()
-        os.write(control.wake_w, b"x")
-        thread.join(timeout=30)
-        os.close(control.wake_r)
-        os.close(control.wake_w)
-        assert not thread.is_alive(), "the loop did not stop"
+        for control in controls:
+            control.request_stop()
+            os.write(control.wake_w, b"x")
+        for control, thread in zip(controls, threads, strict=True):
+            thread.join(timeout=30)
+            os.close(control.wake_r)
+            os.close(control.wake_w)
+            assert not thread.is_alive(), "a loop did not stop"
 
 
-def insert_and_notify(db: psycopg.Connection, count: int, prefix: str) -> None:
-    insert_events(db, "unhandled", count, prefix=prefix)
+def insert_and_notify(db: psycopg.Connection, count: int, prefix: str,
+                      event_type: str = "unhandled") -> None:
+    insert_events(db, event_type, count, prefix=prefix)
     db.execute(query("inbox_wake_workers"))
 
 
@@ -71,7 +86,7 @@ def settled(db: psycopg.Connection) -> int:
 
 
 def test_a_batch_not_full_waits_for_the_next_notify(database_url, db):
-    with worker_loop(database_url, batch_size=10) as turns:
+    with worker_loops(database_url, batch_size=10) as [turns]:
         insert_and_notify(db, 3, "first")
         wait_for(lambda: settled(db) == 3, "the first events")
         # The next turn starts only with the next NOTIFY: no empty claim in between.
@@ -82,10 +97,38 @@ def test_a_batch_not_full_waits_for_the_next_notify(database_url, db):
 
 
 def test_a_full_batch_claims_again_at_once(database_url, db):
-    with worker_loop(database_url, batch_size=2) as turns:
+    with worker_loops(database_url, batch_size=2) as [turns]:
         insert_and_notify(db, 5, "burst")
         wait_for(lambda: settled(db) == 5, "the burst")
         insert_and_notify(db, 1, "after")
         wait_for(lambda: sum(turns) == 6, "the event after")
         assert turns == [0, 2, 2, 1, 1]
         assert settled(db) == 6
+
+
+def test_one_notify_is_claimed_by_one_child_only(database_url, db):
+    with worker_loops(database_url, batch_size=10, children=3) as turns:
+        for number in range(1, 4):
+            insert_and_notify(db, 1, f"one{number}")
+            wait_for(lambda number=number: settled(db) == number, "the event")
+        wait_for(lambda: sum(map(sum, turns)) == 3, "the turns to be counted")
+        # Every child heard every NOTIFY; the first one waiting claimed, alone.
+        assert turns == [[0, 1, 1, 1], [0], [0]]
+
+
+def test_a_child_busy_in_a_handler_leaves_the_next_notify_to_a_sibling(database_url, db):
+    release = threading.Event()
+    registry = Registry()
+    registry.register("test", "slow", lambda event, tx: release.wait(30))
+    with worker_loops(database_url, batch_size=10, children=2, registry=registry) as turns:
+        insert_and_notify(db, 1, "slow", event_type="slow")
+        claimed = "SELECT attempts = 1 FROM inbox WHERE event_type = 'slow'"
+        wait_for(lambda: db.execute(claimed).fetchone()[0], "the slow event to be claimed")
+        insert_and_notify(db, 1, "meanwhile")
+        wait_for(lambda: settled(db) == 1, "the event sent while the first child is busy")
+        release.set()
+        wait_for(lambda: settled(db) == 2, "the slow event")
+        # The first child claims again when its handler is done: the NOTIFY it slept
+        # through is still unread, and it cannot know that its sibling answered it.
+        wait_for(lambda: len(turns[0]) == 3, "the first child's turns to be counted")
+        assert turns == [[0, 1, 0], [0, 1]]
