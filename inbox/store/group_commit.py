@@ -103,21 +103,26 @@ class GroupCommit:
             if request in self._queue:
                 self._queue.remove(request)
                 raise DatabaseUnavailable("the database did not take the event in time")
-        request.done.acquire()  # in an insert under way: its answer is on the way
+        # In an insert under way: its answer comes within the statement timeout, unless its
+        # leader was interrupted (gunicorn stopping the process).
+        if not request.done.acquire(timeout=WAIT_SECONDS):
+            raise DatabaseUnavailable("the insert of the event did not finish in time")
 
     def _lead(self) -> None:
         """Store the queue (this thread's own request first), then hand on what queued
         meanwhile, or stop leading."""
         with self._lock:
             batch, self._queue = self._queue[:MAX_EVENTS], self._queue[MAX_EVENTS:]
-        stored = self._store(batch)
-        with self._lock:
-            if self._queue:
-                successor = self._queue[0]
-                successor.lead = True
-                successor.done.release()
-            else:
-                self._leading = False
+        try:
+            stored = self._store(batch)
+        finally:  # even if interrupted: a queue nobody leads would wait for ever
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.done.release()
+                else:
+                    self._leading = False
         if stored:
             self._committed()
 
