@@ -163,3 +163,32 @@ def test_insert_events_answers_each_event_in_order(pool, db):
     rows = db.execute("SELECT event_id, raw_body, signature FROM inbox ORDER BY id").fetchall()
     assert rows == [("evt_a", b'{"object": "event"}', "t=1"),
                     ("evt_b", b'{"object": "event"}', "t=1")]
+
+
+def test_an_interrupted_leader_hands_on_the_queue(pool, db, monkeypatch):
+    """A leader stopped by something no request can answer (gunicorn ending the process)
+    still hands the queue on: the requests queued behind it are stored."""
+    monkeypatch.setattr(group_commit, "WAIT_SECONDS", 1.0)
+    inserts = GatedInserts(pool)
+    real = inserts.__call__
+
+    def interrupted_first(events):
+        if not inserts.batches:
+            inserts.batches.append([e.event_id for e in events])
+            inserts.started.set()
+            assert inserts.gate.wait(30)
+            raise KeyboardInterrupt
+        return real(events)
+
+    group = GroupCommit(interrupted_first, lambda: None)
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        leader = threads.submit(group.insert, event("evt_leader"))
+        assert inserts.started.wait(30)
+        queued_events = [threads.submit(group.insert, event(f"evt_{n}")) for n in range(3)]
+        wait_for(lambda: queued(group) == 3, "the requests to queue")
+        inserts.gate.set()
+        with pytest.raises(KeyboardInterrupt):
+            leader.result(30)
+        assert [future.result(30) for future in queued_events] == [True] * 3
+    assert stored_ids(db) == {"evt_0", "evt_1", "evt_2"}
+    assert group.insert(event("evt_next")) is True
