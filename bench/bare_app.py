@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
+# What gunicorn is given to serve it (the last word of the Procfile's web line).
+GUNICORN_APP = "bench.bare_app:create_app()"
+
 
 def create_app() -> Flask:
     app = Flask("bare")

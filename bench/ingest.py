@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bench import profile
+from bench.bare_app import GUNICORN_APP as BARE_APP
 from bench.harness import (
     BENCH_SECRET,
     CpuMeter,
@@ -39,7 +40,6 @@ from bench.receiver_variants import VARIANTS
 from bench.report import Report
 
 RECEIVER_APP = "inbox.web:create_app()"
-BARE_APP = "bench.bare_app:create_app()"
 WARMUP_SECONDS = 2.0
 # Requests written per second of a run: above what the receiver takes here, so a run
 # does not wrap around to ids already sent (replay.lua counts it if it does).

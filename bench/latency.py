@@ -17,10 +17,12 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from bench.bare_app import GUNICORN_APP as BARE_APP
 from bench.harness import (
     BENCH_SECRET,
     CpuMeter,
@@ -46,6 +48,7 @@ CLIENT_CONNECTIONS = 32
 MAX_CONNECTIONS = 256
 WARMUP_SECONDS = 2.0
 WINDOW_SECONDS = 10.0  # p50 per window of sends: does latency drift as tables grow?
+CEILING_SECONDS = 20.0  # the bare endpoint's run: its figures settle within seconds
 
 
 class OpenLoop:
@@ -170,6 +173,7 @@ def run(args: argparse.Namespace) -> Report:
             cpu = {**meter.stop(), "client": time.process_time() - client_began}
             pending = "SELECT count(*) FROM inbox WHERE status = 'pending'"
             wait_until(lambda: int(scalar(url, pending)) == 0, timeout=120, interval=0.2)
+        ceiling = bare_endpoint(env, args)
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT event_id, extract(epoch FROM received_at)::float8,"
@@ -204,6 +208,8 @@ def run(args: argparse.Namespace) -> Report:
          percentile(to_received, .99), max(to_received, default=0.0)],
         ["received_at -> handler commit", percentile(received_to_commit, .5),
          percentile(received_to_commit, .99), max(received_to_commit, default=0.0)],
+        ["ceiling: bare Flask, POST -> 200 answer", percentile(ceiling.answer_ms, .5),
+         percentile(ceiling.answer_ms, .99), max(ceiling.answer_ms)],
     ]
     report.body = table(["interval", "p50 ms", "p99 ms", "max ms"],
                         [[name, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for name, a, b, c in lines])
@@ -220,7 +226,10 @@ def run(args: argparse.Namespace) -> Report:
         + " ms. CPU while sending, in cores of the machine's "
         + f"{os.cpu_count()}: "
         + ", ".join(f"{name} {seconds / took:.2f}" for name, seconds in cpu.items())
-        + f" (product per event: {product_cpu_us(cpu, count):.0f} us)."
+        + f" (product per event: {product_cpu_us(cpu, count):.0f} us). The ceiling: the "
+        f"same gunicorn line serving bench/bare_app.py, the same client at the same rate for "
+        f"{ceiling.seconds:g} s, alone on the machine: web {ceiling.web_cores:.2f} cores "
+        f"({ceiling.web_cores / args.rate * 1e6:.0f} us per request)."
     )
     p50, p99 = percentile(to_commit, .5), percentile(to_commit, .99)
     report.check(f"p50 <= {TARGET_P50_MS:g} ms", f"{p50:.1f} ms", p50 <= TARGET_P50_MS)
@@ -229,6 +238,36 @@ def run(args: argparse.Namespace) -> Report:
                  f"{achieved:,.0f}/s, {non_2xx} non-2xx, {unprocessed} unprocessed",
                  non_2xx == 0 and unprocessed == 0 and achieved >= 0.95 * args.rate)
     return report
+
+
+@dataclass
+class Ceiling:
+    """The bare endpoint at the benchmark's rate: its answers and its CPU."""
+
+    answer_ms: list[float]
+    web_cores: float
+    seconds: float
+
+
+def bare_endpoint(env: dict[str, str], args: argparse.Namespace) -> Ceiling:
+    """POST the same kind of events at the same rate to bench/bare_app.py under the
+    Procfile's gunicorn line: what the receiving side costs with no receiver in it."""
+    seconds = min(args.seconds, CEILING_SECONDS)
+    argv = procfile_line("web")
+    argv[-1] = BARE_APP
+    port = free_port()
+    with running(argv, env={**env, "PORT": str(port)}, name="bare-web") as web:
+        wait_http(f"http://127.0.0.1:{port}/healthz", web)
+        OpenLoop(port, list(stripe_bodies(int(args.rate * WARMUP_SECONDS), "barew")),
+                 args.rate).run()
+        load = OpenLoop(port, list(stripe_bodies(int(args.rate * seconds), "bare")),
+                        args.rate)
+        meter = CpuMeter(web=web.popen.pid).start()
+        began = time.time()
+        load.run()
+        took = time.time() - began
+        used = meter.stop()["web"]
+    return Ceiling(load.answer_ms, used / took if took else 0.0, seconds)
 
 
 def product_cpu_us(cpu: dict[str, float], events: int) -> float:
