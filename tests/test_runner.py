@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import psycopg
+import pytest
 
 from inbox.config import Settings
 from inbox.queries import query
@@ -85,25 +86,21 @@ def settled(db: psycopg.Connection) -> int:
     return db.execute("SELECT count(*) FROM inbox WHERE status <> 'pending'").fetchone()[0]
 
 
-def test_a_batch_not_full_waits_for_the_next_notify(database_url, db):
-    with worker_loops(database_url, batch_size=10) as [turns]:
-        insert_and_notify(db, 3, "first")
-        wait_for(lambda: settled(db) == 3, "the first events")
-        # The next turn starts only with the next NOTIFY: no empty claim in between.
-        insert_and_notify(db, 1, "second")
-        wait_for(lambda: sum(turns) == 4, "the second event")
-        assert turns == [0, 3, 1]
-        assert settled(db) == 4
-
-
-def test_a_full_batch_claims_again_at_once(database_url, db):
-    with worker_loops(database_url, batch_size=2) as [turns]:
-        insert_and_notify(db, 5, "burst")
-        wait_for(lambda: settled(db) == 5, "the burst")
+@pytest.mark.parametrize(("batch_size", "burst", "expected_turns"), [
+    # Not full: the next turn comes only with the next NOTIFY, no empty claim in between.
+    (10, 3, [0, 3, 1]),
+    # Full batches: claim again at once, until one is not full.
+    (2, 5, [0, 2, 2, 1, 1]),
+])
+def test_a_turn_follows_at_once_only_a_full_batch(database_url, db, batch_size, burst,
+                                                  expected_turns):
+    with worker_loops(database_url, batch_size=batch_size) as [turns]:
+        insert_and_notify(db, burst, "burst")
+        wait_for(lambda: settled(db) == burst, "the burst")
         insert_and_notify(db, 1, "after")
-        wait_for(lambda: sum(turns) == 6, "the event after")
-        assert turns == [0, 2, 2, 1, 1]
-        assert settled(db) == 6
+        wait_for(lambda: sum(turns) == burst + 1, "the event after")
+        assert turns == expected_turns
+        assert settled(db) == burst + 1
 
 
 def test_one_notify_is_claimed_by_one_child_only(database_url, db):
