@@ -50,7 +50,7 @@ DURABLE_SETTINGS = (
 # System tools: name -> Debian package.
 SYSTEM_TOOLS = {"wrk": "wrk", "pgbench": "postgresql"}
 # Python modules of the `bench` extra.
-BENCH_MODULES = ("pgqueuer", "procrastinate", "asyncpg", "gevent")
+BENCH_MODULES = ("pgqueuer", "procrastinate", "asyncpg")
 
 
 def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:

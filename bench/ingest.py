@@ -83,7 +83,7 @@ SWEEP = [
     WebConfig("sync", 2), WebConfig("sync", 4),
     WebConfig("gthread", 2, 4), WebConfig("gthread", 2, 8), WebConfig("gthread", 2, 16),
     WebConfig("gthread", 4, 4), WebConfig("gthread", 4, 8),
-    WebConfig("gevent", 2),  # greenlets instead of threads (the bench extra installs gevent)
+    WebConfig("gevent", 2),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +39,14 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
     raise AssertionError("gunicorn did not become healthy")
 
 
+def post(base: str, body: bytes) -> tuple[int, str]:
+    """POST a signed Stripe delivery; the status and the answer's text."""
+    request = urllib.request.Request(f"{base}/webhooks/stripe", data=body, method="POST",
+                                     headers=signed_headers(body, int(time.time())))
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read().decode()
+
+
 def web_connections(db, application_name: str) -> int:
     """Connections to the test's database whose application_name is LIKE the pattern."""
     return db.execute(
@@ -69,13 +79,20 @@ def test_procfile_web_line_serves_the_receiver(database_url, db):
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
+        # A burst of concurrent deliveries (a retried one among them): each answered after
+        # its own commit, through the group commit of the real server.
+        burst = [body.replace(b'"evt_', f'"evt_burst{n}_'.encode(), 1) for n in range(40)]
+        with concurrent.futures.ThreadPoolExecutor(20) as threads:
+            answers = list(threads.map(lambda one: post(base, one), [*burst, burst[0]]))
+        assert [status for status, _ in answers] == [200] * 41
+        assert sum(json.loads(text)["duplicate"] for _, text in answers) == 1
         with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
             assert response.status == 200
         wait_for(lambda: web_connections(db, "inbox-web-wakeup"), "the wake-up NOTIFY sender")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode(errors="replace")
-    assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 41
     # Stopping gunicorn leaves nothing behind: no pool connection, no notifier connection.
     wait_for(lambda: web_connections(db, "inbox-web%") == 0, "the web connections to close")
     assert '"outcome": "stored"' in output  # the structured request log reached stderr

@@ -1,8 +1,9 @@
 """Group commit for the receiver: the events that reach one web process together share
 one INSERT, one transaction and one WAL flush.
 
-No thread of its own: the request thread that finds no insert under way stores its event
-at once (it leads), as the receiver always did. Requests that arrive meanwhile queue up.
+No thread of its own: the request (a gevent greenlet under gunicorn, a thread elsewhere)
+that finds no insert under way stores its event at once (it leads), as the receiver
+always did. Requests that arrive meanwhile queue up.
 Once its insert committed, the leader hands the queue to the first request in it, which
 stores the whole queue with one `inbox_insert`, answers every request in it and hands on
 in turn. Each request is answered only after the statement that stored its event
