@@ -13,13 +13,14 @@ request; the Stripe HMAC computed without the SDK.)
 - no_wake: no NOTIFY at all (workers would rely on polling): the most a wake-up can cost.
 - no_group: each request inserts its own event on a pooled connection, as before group
   commit (inbox/store/group_commit.py).
+- no_log: no request log line: the most the log line can cost.
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
-VARIANTS = ("wake_gap_10ms", "no_wake", "no_group")
+VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log")
 
 
 def create_app(variant: str = "as_is") -> Flask:
@@ -40,6 +41,10 @@ def create_app(variant: str = "as_is") -> Flask:
                 self._committed()
             return result
         GroupCommit.insert = insert_alone  # type: ignore[method-assign]
+    elif variant == "no_log":
+        import logging
+
+        logging.getLogger("inbox.web").disabled = True
     elif variant != "as_is":
         raise SystemExit(f"unknown receiver variant {variant!r}; known: {', '.join(VARIANTS)}")
     from inbox.web import create_app as product_app
