@@ -159,18 +159,10 @@ def run(args: argparse.Namespace) -> Report:
             web = stack.enter_context(running(web_argv, env=env, name="web"))
             worker = stack.enter_context(running(worker_argv, env=env, name="worker"))
             wait_http(f"http://127.0.0.1:{port}/healthz", web)
-            OpenLoop(port, list(stripe_bodies(int(args.rate * WARMUP_SECONDS), "latw")),
-                     args.rate).run()
             bodies = list(stripe_bodies(count, "lat"))
-            load = OpenLoop(port, bodies, args.rate)
-            meter = CpuMeter(web=web.popen.pid, worker=worker.popen.pid,
-                             postgres=postmaster_pid(cluster))
-            meter.start()
-            client_began = time.process_time()
-            began = time.time()
-            load.run()
-            took = time.time() - began
-            cpu = {**meter.stop(), "client": time.process_time() - client_began}
+            load, cpu, took = warm_then_send(port, bodies, args.rate, "lat", web=web.popen.pid,
+                                             worker=worker.popen.pid,
+                                             postgres=postmaster_pid(cluster))
             pending = "SELECT count(*) FROM inbox WHERE status = 'pending'"
             wait_until(lambda: int(scalar(url, pending)) == 0, timeout=120, interval=0.2)
         ceiling = bare_endpoint(env, args)
@@ -258,16 +250,24 @@ def bare_endpoint(env: dict[str, str], args: argparse.Namespace) -> Ceiling:
     port = free_port()
     with running(argv, env={**env, "PORT": str(port)}, name="bare-web") as web:
         wait_http(f"http://127.0.0.1:{port}/healthz", web)
-        OpenLoop(port, list(stripe_bodies(int(args.rate * WARMUP_SECONDS), "barew")),
-                 args.rate).run()
-        load = OpenLoop(port, list(stripe_bodies(int(args.rate * seconds), "bare")),
-                        args.rate)
-        meter = CpuMeter(web=web.popen.pid).start()
-        began = time.time()
-        load.run()
-        took = time.time() - began
-        used = meter.stop()["web"]
-    return Ceiling(load.answer_ms, used / took if took else 0.0, seconds)
+        bodies = list(stripe_bodies(int(args.rate * seconds), "bare"))
+        load, cpu, took = warm_then_send(port, bodies, args.rate, "bare", web=web.popen.pid)
+    return Ceiling(load.answer_ms, cpu["web"] / took if took else 0.0, seconds)
+
+
+def warm_then_send(port: int, bodies: list[bytes], rate: float, tag: str,
+                   **processes: int) -> tuple[OpenLoop, dict[str, float], float]:
+    """A warm-up, then `bodies` sent open-loop at `rate`: the load (its answers), the CPU
+    seconds each process tree in `processes` and this client used meanwhile, the seconds
+    it took."""
+    OpenLoop(port, list(stripe_bodies(int(rate * WARMUP_SECONDS), f"{tag}w")), rate).run()
+    load = OpenLoop(port, bodies, rate)
+    meter = CpuMeter(**processes).start()
+    client_began = time.process_time()
+    began = time.time()
+    load.run()
+    took = time.time() - began
+    return load, {**meter.stop(), "client": time.process_time() - client_began}, took
 
 
 def product_cpu_us(cpu: dict[str, float], events: int) -> float:

@@ -27,8 +27,9 @@ from inbox.errors import DatabaseUnavailable, InvalidEvent
 from inbox.providers import ReceivedEvent
 
 log = logging.getLogger(__name__)
-# Bounded in practice by the requests one process serves at once (gunicorn's threads);
-# the cap only keeps a statement's arrays a sane size.
+# The most events one statement stores: a gevent process holds up to worker_connections
+# (256) requests, and a burst beyond this cap waits for the next insert, which keeps a
+# statement's arrays a sane size.
 MAX_EVENTS = 64
 # A queued request gives up after this long and answers 503, unless its event is already in
 # an insert under way (whose answer then comes within the statement timeout). Above the
