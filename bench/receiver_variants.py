@@ -14,13 +14,16 @@ request; the Stripe HMAC computed without the SDK.)
 - no_group: each request inserts its own event on a pooled connection, as before group
   commit (inbox/store/group_commit.py).
 - no_log: no request log line: the most the log line can cost.
+- no_db: every event answered as stored without touching the database: what the web
+  process spends on storing (the insert's client side, group commit, the wake-up).
+- no_verify: no signature check: what verifying costs under load.
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
-VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log")
+VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log", "no_db", "no_verify")
 
 
 def create_app(variant: str = "as_is") -> Flask:
@@ -45,8 +48,17 @@ def create_app(variant: str = "as_is") -> Flask:
         import logging
 
         logging.getLogger("inbox.web").disabled = True
+    elif variant == "no_db":
+        from inbox.store.group_commit import GroupCommit
+
+        GroupCommit.insert = lambda self, event: True  # type: ignore[method-assign]
+    elif variant == "no_verify":
+        from inbox.providers.stripe import StripeProvider
+
+        StripeProvider.verify = lambda self, body, header: None  # type: ignore[method-assign]
     elif variant != "as_is":
         raise SystemExit(f"unknown receiver variant {variant!r}; known: {', '.join(VARIANTS)}")
     from inbox.web import create_app as product_app
 
     return product_app()
+

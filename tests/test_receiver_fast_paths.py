@@ -1,6 +1,7 @@
 """The receiver's cheaper paths decide exactly as the slower ones they replaced: orjson with
-the json module as the judge, pre-encoded answers, and lz4 for the stored bodies; and a
-header the Stripe SDK chokes on is a clear 400."""
+the json module as the judge, pre-encoded answers, the webhook route outside Flask's
+routing, and lz4 for the stored bodies; and a header the Stripe SDK chokes on is a clear
+400."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from inbox.errors import InvalidEvent, InvalidSignature
 from inbox.providers import parse_json_object
 from inbox.providers.stripe import StripeProvider, sign
-from inbox.web.webhooks import DUPLICATE_BODY, STORED_BODY
+from inbox.web.webhooks import DUPLICATE_BODY, STORED_BODY, error_body
 from tests.support import TEST_SECRET, signed_headers, stripe_event_files
 
 NOW = 1_724_900_000
@@ -80,6 +81,40 @@ def test_the_pre_encoded_answers_are_what_jsonify_made(app) -> None:
     with app.app_context():
         assert jsonify(received=True, duplicate=False).get_data() == STORED_BODY
         assert jsonify(received=True, duplicate=True).get_data() == DUPLICATE_BODY
+
+
+def test_error_answers_are_what_jsonify_made(app) -> None:
+    from flask import jsonify
+
+    with app.app_context():
+        made = jsonify(error="Not Found", detail="caf\u00e9 \"quoted\"").get_data()
+    assert error_body("Not Found", "caf\u00e9 \"quoted\"") == made
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "HEAD", "PATCH"])
+def test_the_webhook_route_allows_only_post(client, method) -> None:
+    answer = client.open("/webhooks/stripe", method=method)
+    assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
+    if method != "HEAD":
+        assert answer.get_json()["error"] == "Method Not Allowed"
+
+
+@pytest.mark.parametrize("path", ["/webhooks/", "/webhooks/stripe/extra", "/webhooks",
+                                  "/webhook/stripe", "/nothing"])
+def test_paths_beside_the_webhook_route_are_flasks_json_404(client, clock, path) -> None:
+    body = stripe_event_files()[0].read_bytes()
+    answer = client.post(path, data=body, headers=signed_headers(body, int(clock.now)))
+    assert answer.status_code == 404 and answer.get_json()["error"] == "Not Found"
+
+
+def test_a_provider_name_is_read_as_utf8(client, clock, caplog) -> None:
+    body = stripe_event_files()[0].read_bytes()
+    with caplog.at_level("INFO", logger="inbox.web"):
+        answer = client.post("/webhooks/str%C3%AFpe", data=body,
+                             headers=signed_headers(body, int(clock.now)))
+    assert answer.status_code == 404 and answer.get_json()["error"] == "unknown_provider"
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "inbox.web"]
+    assert line["provider"] == "str\u00efpe" and line["status"] == 404
 
 
 def test_answers_carry_the_json_content_type(client, clock) -> None:

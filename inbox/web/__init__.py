@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 
-from flask import Flask, jsonify
+from flask import Flask, Response
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
@@ -78,20 +78,17 @@ def create_app(
     """The receiver app. Tests pass settings and a clock; gunicorn passes nothing."""
     settings = settings or Settings.from_env()
     app = Flask("inbox")
-    # Werkzeug answers 413 from Content-Length alone, and stops reading a chunked body at
-    # this length (silently, so one byte past our limit tells the view it was too big).
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-    app.extensions["inbox.settings"] = settings
-    app.extensions["inbox.clock"] = clock
-    app.extensions["inbox.database"] = Database(settings, pool_size)
-    app.register_blueprint(webhooks.bp)
+    database = Database(settings, pool_size)
+    app.extensions["inbox.database"] = database
     app.register_blueprint(health.bp)
+    app.wsgi_app = webhooks.WebhookRoute(  # type: ignore[method-assign]
+        app.wsgi_app, settings, clock, database.inserter)
     app.register_error_handler(HTTPException, _http_error_as_json)
     logging.getLogger("inbox").setLevel(logging.INFO)
     return app
 
 
-def _http_error_as_json(error: HTTPException):
-    response = jsonify(error=error.name, detail=error.description)
-    response.status_code = error.code or 500
-    return response
+def _http_error_as_json(error: HTTPException) -> Response:
+    """Flask's errors (404 and 405 of other paths) in the format of the webhook route's."""
+    return Response(webhooks.error_body(error.name, error.description or ""),
+                    status=error.code or 500, mimetype="application/json")
