@@ -5,7 +5,7 @@ receiver with one change patched in, in that process only; `python -m bench inge
 --variants` measures each against the receiver as it is and the bare endpoint. Proposals
 for inbox/, not changes to it. (Earlier proposals now in the product: the wake-up after the
 insert's commit, then from one coalescing thread per process; no connection check per
-request; the Stripe HMAC computed without the SDK.)
+request; the webhook route outside Flask's request handling.)
 
 - wake_gap_10ms: the notifier rests 10 ms after each NOTIFY instead of 5 ms. Measured at
   ~60 us less CPU per request (web + PostgreSQL) at ~1,000 req/s, for up to 10 ms more
@@ -14,6 +14,15 @@ request; the Stripe HMAC computed without the SDK.)
 - no_group: each request inserts its own event on a pooled connection, as before group
   commit (inbox/store/group_commit.py).
 - no_log: no request log line: the most the log line can cost.
+- notify_in_insert: the insert notifies the workers itself, in its own statement (a CTE),
+  when it stored anything; no notifier thread, no NOTIFY transaction, no 5 ms rest.
+  Measured in the fifth session (`--rounds 3 --variants notify_in_insert no_wake`, one
+  run): 1,622 req/s against the receiver's 1,500 and no_wake's 1,596, web CPU 801 against
+  880 us per request; at 500 events/s no better latency (`bench latency
+  --receiver-variant notify_in_insert`: p50 20.2 ms, within the runs' spread). Not
+  adopted: a notifying transaction holds PostgreSQL's notify lock through its commit's
+  WAL flush, so notifying inserts from many web processes (several dynos) commit one at a
+  time, cluster-wide (docs/decisions.md, "NOTIFY serialises durable commits").
 - no_db: every event answered as stored without touching the database: what the web
   process spends on storing (the insert's client side, group commit, the wake-up).
 - no_verify: no signature check: what verifying costs under load.
@@ -23,7 +32,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log", "no_db", "no_verify")
+VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log", "notify_in_insert", "no_db",
+            "no_verify")
 
 
 def create_app(variant: str = "as_is") -> Flask:
@@ -44,6 +54,20 @@ def create_app(variant: str = "as_is") -> Flask:
                 self._committed()
             return result
         GroupCommit.insert = insert_alone  # type: ignore[method-assign]
+    elif variant == "notify_in_insert":
+        from inbox import queries
+        from inbox.store import receiver
+
+        insert = queries.query("inbox_insert").rstrip().rstrip(";")
+        body = insert.split("INSERT INTO", 1)[1].rsplit("RETURNING", 1)[0]
+        notifying = (
+            "WITH stored AS (INSERT INTO" + body + "RETURNING provider, event_id)\n"
+            "SELECT provider, event_id FROM stored\n"
+            "WHERE (SELECT count(pg_notify('inbox_events', ''))"
+            " FROM (SELECT FROM stored LIMIT 1) AS new) >= 0"
+        )
+        receiver.query = lambda name: notifying if name == "inbox_insert" else queries.query(name)
+        wakeup.WakeNotifier.wake = lambda self: None  # type: ignore[method-assign]
     elif variant == "no_log":
         import logging
 
