@@ -15,6 +15,7 @@ WEB_CONCURRENCY (Heroku's convention) overrides the process count.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -51,6 +52,22 @@ def post_fork(server, worker) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     configure_logging()
+
+
+# The cyclic garbage collector, relaxed in each web process once the app is loaded: the
+# first generation is collected after 20,000 net allocations rather than 700, and the
+# objects that live as long as the process (modules, the app) are frozen out of every
+# collection. Requests free their objects by reference counting; what the collector did
+# was pause the process, with all the requests it holds. Beside the default, in two runs of
+# `python -m bench ingest --seconds 8 --rounds 3 --variants gc_relaxed`: p99 52 and 51 ms
+# against 83 and 145, the slowest request 93 and 92 ms against 250 and 310, req/s level.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def post_worker_init(worker) -> None:
+    """Freeze what the loaded app holds and relax the collector (GC_THRESHOLDS)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def worker_exit(server, worker) -> None:
