@@ -107,6 +107,19 @@ def test_paths_beside_the_webhook_route_are_flasks_json_404(client, clock, path)
     assert answer.status_code == 404 and answer.get_json()["error"] == "Not Found"
 
 
+def test_a_bug_in_the_route_is_a_json_500_that_stores_nothing(client, clock, db,
+                                                              monkeypatch) -> None:
+    def broken(self, body, headers):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StripeProvider, "receive", broken)
+    body = stripe_event_files()[0].read_bytes()
+    headers = signed_headers(body, int(clock.now))
+    answer = client.post("/webhooks/stripe", data=body, headers=headers)
+    assert answer.status_code == 500 and answer.get_json()["error"] == "internal_error"
+    assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 0
+
+
 def test_a_provider_name_is_read_as_utf8(client, clock, caplog) -> None:
     body = stripe_event_files()[0].read_bytes()
     with caplog.at_level("INFO", logger="inbox.web"):

@@ -94,6 +94,9 @@ class WebhookRoute:
         except DatabaseUnavailable:
             return _error(record, 503, "database_unavailable", "try again later",
                           [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        except Exception:  # a bug: the provider retries, and the log has the traceback
+            log.exception("receiving a %s delivery failed", name)
+            return _error(record, 500, "internal_error", "the event was not stored")
         record["outcome"] = "stored" if stored else "duplicate"
         return 200, [], STORED_BODY if stored else DUPLICATE_BODY
 
