@@ -1,21 +1,21 @@
 """Variants of the receiver, measured beside it to size a proposed change before making it.
 
-`gunicorn ... 'bench.receiver_variants:create_app("wake_gap_10ms")'` serves the product's
+`gunicorn ... 'bench.receiver_variants:create_app("no_wake")'` serves the product's
 receiver with one change patched in, in that process only; `python -m bench ingest
 --variants` measures each against the receiver as it is and the bare endpoint. Proposals
 for inbox/, not changes to it. (Earlier proposals now in the product: the wake-up after the
 insert's commit, then from one coalescing thread per process; no connection check per
 request; the webhook route outside Flask's request handling.)
 
-- wake_gap_10ms: the notifier rests 10 ms after each NOTIFY instead of 5 ms. Measured at
-  ~60 us less CPU per request (web + PostgreSQL) at ~1,000 req/s, for up to 10 ms more
-  before an idle worker hears of an event that arrived just after another.
+- wake_gap_5ms, wake_gap_1ms: the notifier rests 5 ms (its setting until the fifth
+  session) or 1 ms after each NOTIFY instead of 10 (inbox/store/wakeup.py has the
+  latency measurements; at ~1,000 req/s 10 ms saved ~60 us of CPU per request against 5).
 - no_wake: no NOTIFY at all (workers would rely on polling): the most a wake-up can cost.
 - no_group: each request inserts its own event on a pooled connection, as before group
   commit (inbox/store/group_commit.py).
 - no_log: no request log line: the most the log line can cost.
 - notify_in_insert: the insert notifies the workers itself, in its own statement (a CTE),
-  when it stored anything; no notifier thread, no NOTIFY transaction, no 5 ms rest.
+  when it stored anything; no notifier thread, no NOTIFY transaction, no rest between NOTIFYs.
   Measured in the fifth session (`--rounds 3 --variants notify_in_insert no_wake`, one
   run): 1,622 req/s against the receiver's 1,500 and no_wake's 1,596, web CPU 801 against
   880 us per request; at 500 events/s no better latency (`bench latency
@@ -32,15 +32,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-VARIANTS = ("wake_gap_10ms", "no_wake", "no_group", "no_log", "notify_in_insert", "no_db",
-            "no_verify")
+VARIANTS = ("wake_gap_5ms", "wake_gap_1ms", "no_wake", "no_group", "no_log",
+            "notify_in_insert", "no_db", "no_verify")
 
 
 def create_app(variant: str = "as_is") -> Flask:
     from inbox.store import wakeup
 
-    if variant == "wake_gap_10ms":
-        wakeup.COALESCE_SECONDS = 0.010
+    if variant == "wake_gap_5ms":
+        wakeup.COALESCE_SECONDS = 0.005
+    elif variant == "wake_gap_1ms":
+        wakeup.COALESCE_SECONDS = 0.001
     elif variant == "no_wake":
         wakeup.WakeNotifier.wake = lambda self: None  # type: ignore[method-assign]
     elif variant == "no_group":

@@ -26,11 +26,16 @@ RETRY_SECONDS = 1.0
 STOP_SECONDS = 5.0
 # After each NOTIFY the thread rests this long, so that inserts committed meanwhile share
 # the next one. Without the rest a process sends a NOTIFY for almost every insert (each
-# ~140 us of CPU between the web process and PostgreSQL, and a thread switch) whenever
-# inserts arrive slower than a NOTIFY round trip. With it a process sends at most ~200 a
-# second; a wake-up waits at most this long, and only when another was sent just before
-# (busy workers claim again before they sleep, so they need none).
-COALESCE_SECONDS = 0.005
+# ~140 us of CPU between the web process and PostgreSQL, and a wake-up of every listening
+# worker) whenever inserts arrive slower than a NOTIFY round trip. With it a process sends
+# at most ~100 a second; a wake-up waits at most this long, and only when another was sent
+# just before (busy workers claim again before they sleep, so they need none). 10 ms
+# rather than 5 or 1, measured at 500 events/s (`python -m bench latency --seconds 30
+# --receiver-variant wake_gap_5ms|wake_gap_1ms`, runs alternated): the CPU the NOTIFYs
+# save shortens the queues more than the rest lengthens the wait. POST -> handler commit
+# p50 14.6 and 16.2 ms, p99 35 and 45, against 15.0 and 16.6, p99 44 and 70 at 5 ms
+# (worker + PostgreSQL 0.81-0.89 cores against 0.93-0.95); 1 ms: p50 19-24 ms.
+COALESCE_SECONDS = 0.010
 
 
 class WakeNotifier:
