@@ -87,4 +87,3 @@ def create_app(variant: str = "as_is") -> Flask:
     from inbox.web import create_app as product_app
 
     return product_app()
-

@@ -59,8 +59,10 @@ def post_fork(server, worker) -> None:
 # objects that live as long as the process (modules, the app) are frozen out of every
 # collection. Requests free their objects by reference counting; what the collector did
 # was pause the process, with all the requests it holds. Beside the default, in two runs of
-# `python -m bench ingest --seconds 8 --rounds 3 --variants gc_relaxed`: p99 52 and 51 ms
-# against 83 and 145, the slowest request 93 and 92 ms against 250 and 310, req/s level.
+# `python -m bench ingest --seconds 8 --rounds 3 --variants gc_relaxed` (a receiver variant
+# that did this in create_app, removed when the hook came here, which runs after create_app
+# and so would override any variant): p99 52 and 51 ms against 83 and 145, the slowest
+# request 93 and 92 ms against 250 and 310, req/s level.
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
