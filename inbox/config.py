@@ -60,6 +60,8 @@ class Settings:
     provider_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # How long the receiver waits for a database connection before answering 503.
     db_wait_seconds: float = 2.0
+    # The bearer token of GET /metrics; unset: no /metrics (404).
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +109,7 @@ class Settings:
             ),
             provider_secrets=_provider_secrets(env),
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
+            metrics_token=env.get("INBOX_METRICS_TOKEN") or None,
         )
 
     def require_database_url(self) -> str:
