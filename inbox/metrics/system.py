@@ -51,22 +51,16 @@ class SystemCollector(Collector):
 
 
 def _state_metrics(state: SystemState) -> Iterator[Metric]:
-    events = GaugeMetricFamily("inbox_events", "Inbox events by status (see "
-                               "inbox_counts_estimated).", labels=["status"])
-    for status, count in state.inbox.by_status.items():
+    events = GaugeMetricFamily("inbox_events", "Inbox events by status (exact).",
+                               labels=["status"])
+    for status, count in state.inbox.items():
         events.add_metric([status], count)
     yield events
-    messages = GaugeMetricFamily("outbox_messages", "Outbox messages by status (see "
-                                 "inbox_counts_estimated).", labels=["status"])
-    for status, count in state.outbox.by_status.items():
+    messages = GaugeMetricFamily("outbox_messages", "Outbox messages by status (exact).",
+                                 labels=["status"])
+    for status, count in state.outbox.items():
         messages.add_metric([status], count)
     yield messages
-    estimated = GaugeMetricFamily(
-        "inbox_counts_estimated", "1 when a table's counts by status are estimated (it holds "
-        "a million rows or more), 0 when they are exact.", labels=["table"])
-    estimated.add_metric(["inbox"], int(state.inbox.estimated))
-    estimated.add_metric(["outbox"], int(state.outbox.estimated))
-    yield estimated
     yield _gauge("inbox_due_events", "Inbox events due now (not leased).",
                  state.inbox_backlog.due)
     yield _gauge("inbox_oldest_due_seconds", "How long the oldest due event has waited "
