@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from inbox import db
 from inbox.queries import query
 from inbox.store.audit import ATTEMPT_OUTCOMES
-from inbox.store.ops import INBOX_STATUSES, OUTBOX_STATUSES
+
+INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
+OUTBOX_STATUSES = ("pending", "sent", "dead")
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,18 @@ class SystemState:
     attempts_last_minute: Mapping[str, int]
 
 
-def read(conn: db.Connection) -> SystemState:
-    """Read the deployment's state (every status and outcome present, zero when none)."""
+def status_counts(conn: db.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Inbox and outbox rows by status, exact (every status present, zero when none)."""
     inbox = dict.fromkeys(INBOX_STATUSES, 0)
     outbox = dict.fromkeys(OUTBOX_STATUSES, 0)
     for table, status, count in conn.execute(query("system_status_counts")):
         (inbox if table == "inbox" else outbox)[status] = count
+    return inbox, outbox
+
+
+def read(conn: db.Connection) -> SystemState:
+    """Read the deployment's state (every status and outcome present, zero when none)."""
+    inbox, outbox = status_counts(conn)
     row = db.dict_cursor(conn).execute(query("system_backlog")).fetchone()
     assert row is not None
     attempts = dict.fromkeys(ATTEMPT_OUTCOMES, 0)
