@@ -62,6 +62,8 @@ class Settings:
     db_wait_seconds: float = 2.0
     # The bearer token of GET /metrics; unset: no /metrics (404).
     metrics_token: str | None = None
+    # Seconds between two l2met metrics lines of a process (inbox/metrics/l2met.py); 0: none.
+    log_metrics_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +112,7 @@ class Settings:
             provider_secrets=_provider_secrets(env),
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
             metrics_token=env.get("INBOX_METRICS_TOKEN") or None,
+            log_metrics_seconds=_number(env, "INBOX_LOG_METRICS_SECONDS", 60.0, float),
         )
 
     def require_database_url(self) -> str:
