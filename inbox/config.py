@@ -64,6 +64,11 @@ class Settings:
     metrics_token: str | None = None
     # Seconds between two l2met metrics lines of a process (inbox/metrics/l2met.py); 0: none.
     log_metrics_seconds: float = 60.0
+    # Alerts (inbox/alerts/): the backlog age that raises one, the signature failures within
+    # five minutes that do, and the least time between two messages of one kind.
+    alert_backlog_seconds: float = 600.0
+    alert_signature_failures: int = 20
+    alert_interval_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +118,9 @@ class Settings:
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
             metrics_token=env.get("INBOX_METRICS_TOKEN") or None,
             log_metrics_seconds=_number(env, "INBOX_LOG_METRICS_SECONDS", 60.0, float),
+            alert_backlog_seconds=_number(env, "INBOX_ALERT_BACKLOG_SECONDS", 600.0, float),
+            alert_signature_failures=_number(env, "INBOX_ALERT_SIGNATURE_FAILURES", 20, int),
+            alert_interval_seconds=_number(env, "INBOX_ALERT_INTERVAL_SECONDS", 300.0, float),
         )
 
     def require_database_url(self) -> str:
