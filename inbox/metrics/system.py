@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from inbox import db
 from inbox.errors import DatabaseUnavailable
-from inbox.store import system_state
+from inbox.store import processes, system_state
 from inbox.store.system_state import SystemState
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,16 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
                  state.outbox_backlog.oldest_due_seconds)
     yield _gauge("outbox_leased_messages", "Outbox messages a relay holds right now.",
                  state.outbox_backlog.leased)
+    alive = GaugeMetricFamily("inbox_processes_alive", "Workers, relays and web processes "
+                              "whose heartbeat is recent.", labels=["kind"])
+    for kind, count in processes.alive_by_kind(list(state.processes)).items():
+        alive.add_metric([kind], count)
+    yield alive
+    gone = GaugeMetricFamily("inbox_processes_gone", "Processes seen in the last day that "
+                             "stopped beating without saying goodbye.", labels=["kind"])
+    for kind in processes.KINDS:
+        gone.add_metric([kind], sum(1 for p in state.processes if p.kind == kind and not p.alive))
+    yield gone
     attempts = GaugeMetricFamily("inbox_attempts_last_minute",
                                  "Event attempts finished in the last minute, by outcome.",
                                  labels=["outcome"])

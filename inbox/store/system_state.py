@@ -1,4 +1,4 @@
-"""The state of the whole deployment, read from the database in three cheap statements.
+"""The state of the whole deployment, read from the database in four cheap statements.
 
 Any process can report it and every one reports the same figures, because they all come
 from PostgreSQL: `/metrics` on each web process today, the console's overview and
@@ -9,11 +9,12 @@ never scans the tables (docs/decisions.md, "Counts kept by triggers").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from inbox import db
 from inbox.queries import query
+from inbox.store import processes
 from inbox.store.audit import ATTEMPT_OUTCOMES
 
 INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
@@ -38,6 +39,7 @@ class SystemState:
     inbox_backlog: Backlog
     outbox_backlog: Backlog
     attempts_last_minute: Mapping[str, int]
+    processes: Sequence[processes.ProcessRow]  # workers, relays, web: alive first
 
 
 def status_counts(conn: db.Connection) -> tuple[dict[str, int], dict[str, int]]:
@@ -63,4 +65,5 @@ def read(conn: db.Connection) -> SystemState:
         outbox_backlog=Backlog(row["outbox_due"], row["outbox_oldest_due_seconds"],
                                row["outbox_leased"]),
         attempts_last_minute=attempts,
+        processes=processes.list_processes(conn),
     )
