@@ -133,7 +133,13 @@ SELECT count(*) FROM finished;
 -- before pg_stat_activity was read (a FOR UPDATE re-check could see a newer lease than that
 -- snapshot). inbox_finish then fences on the lease itself, so two rescuers racing finish each
 -- lease once.
-SELECT id, attempts, locked_by, locked_backend, locked_at
+-- `held` is how many leases the dead backend held with this one (its claim's rows, by
+-- backend and lease time, not yet finished): 1 means the event was alone in the worker's
+-- hands when it died, strong evidence against it; more means a batch crash, where any one
+-- of them may be to blame (Worker._crash_outcome; docs/decisions.md, "Poison isolation").
+-- The window is computed before the LIMIT, so a batch cut by it still counts whole.
+SELECT id, attempts, locked_by, locked_backend, locked_at,
+       count(*) OVER (PARTITION BY locked_backend, locked_at) AS held
 FROM inbox
 WHERE status = 'pending'
   AND next_attempt_at = 'infinity'
