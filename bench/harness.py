@@ -32,7 +32,6 @@ from inbox.throwaway import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
-FIXTURES = Path(os.environ.get("INBOX_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures"))
 BENCH_SECRET = "whsec_bench_secret_not_a_real_one"
 BOOT_DEADLINE_SECONDS = 60
 STOP_GRACE_SECONDS = 20
