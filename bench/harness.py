@@ -53,7 +53,8 @@ BENCH_MODULES = ("pgqueuer", "procrastinate", "asyncpg")
 
 
 def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:
-    """Install missing system tools (apt, as root) and the `bench` extra (pip)."""
+    """Install missing system tools (apt, as root) and the `bench` extra (pip, at the
+    versions requirements-dev.txt pins, beside the tests' and the deploy's)."""
     missing = [SYSTEM_TOOLS[tool] for tool in tools if not find_tool(tool)]
     if missing:
         apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
@@ -64,8 +65,9 @@ def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:
     py_spy = Path(sys.executable).parent / "py-spy"
     if any(importlib.util.find_spec(name) is None for name in BENCH_MODULES) or \
             not py_spy.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e",
-                        f"{REPO}[bench]"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint",
+                        str(REPO / "requirements-dev.txt"), "-e", f"{REPO}[bench]"],
+                       check=True)
 
 
 def find_tool(name: str) -> str | None:
