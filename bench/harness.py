@@ -123,6 +123,23 @@ def procfile_line(name: str) -> list[str]:
     return shlex.split(command)
 
 
+# gunicorn's optional C HTTP parser, for `ingest --parsers` only. `gunicorn[fast]` of the
+# pinned gunicorn (27.0.1) asks for gunicorn_h1c >= 0.6.14, which PyPI does not have (0.6.10
+# is its newest): the extra cannot be installed, so the benchmark installs the newest
+# gunicorn_h1c on its own, outside the virtualenv (the tests keep the Python parser).
+H1C_VERSION = "0.6.10"
+
+
+def h1c_path() -> Path:
+    """A folder holding gunicorn_h1c, for the PYTHONPATH of the servers that use it."""
+    target = REPO / ".cache" / "bench" / f"gunicorn_h1c-{H1C_VERSION}"
+    if not (target / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--target", str(target), f"gunicorn_h1c=={H1C_VERSION}"], check=True)
+        (target / ".complete").touch()
+    return target
+
+
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment for a child: this virtualenv's bin first on PATH, plus `extra`."""
     bindir = str(Path(sys.executable).parent)
