@@ -68,6 +68,7 @@ def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint",
                         str(REPO / "requirements-dev.txt"), "-e", f"{REPO}[bench]"],
                        check=True)
+        subprocess.run([sys.executable, "-m", "pip", "check"], check=True)
 
 
 def find_tool(name: str) -> str | None:

@@ -66,6 +66,9 @@ def production_venv() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     else:
         _pip(venv, "uninstall", "--yes", "--quiet", PROJECT)
+    # A platform builds from a clean checkout: no build/ left by an earlier in-tree build,
+    # whose stale copies of deleted modules setuptools would put in the wheel.
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     _pip(venv, "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt")
     (venv / ".complete").touch()
     return venv
