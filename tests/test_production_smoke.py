@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,7 +116,8 @@ def seed_demo_customer(url: str) -> None:
 def test_the_venv_holds_exactly_the_lock(prod_venv):
     pins = lock_pins()
     holds = installed(prod_venv)
-    assert holds.pop("webhook-inbox") == "0.1.0"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert holds.pop(project["name"]) == project["version"]
     assert holds == pins  # nothing unpinned, nothing missing
     assert pip_check(prod_venv) == "No broken requirements found."
 
