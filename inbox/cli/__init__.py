@@ -22,7 +22,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending migrations (the Procfile's release phase)."""
-    from inbox.dev import database_url
+    from inbox.cli.dev import database_url
     from inbox.migrations import migrate
 
     applied = migrate(database_url(settings), handler_modules=settings.handler_modules)
@@ -32,22 +32,23 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """Run everything locally, on an embedded PostgreSQL unless DATABASE_URL is set."""
-    from inbox.dev import run_dev
+    from inbox.cli.dev import run_dev
 
     return run_dev(settings, port=args.port)
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     """Deliver outbox messages by INBOX_ROUTES until SIGTERM (the Procfile's relay line)."""
-    from inbox.relay import run_relay
+    from inbox.relay.loop import run_relay
 
     return run_relay(settings, concurrency=args.concurrency, processes=args.processes)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run handlers for due inbox events until SIGTERM (the Procfile's worker line)."""
-    from inbox import runner, worker
-    from inbox.registry import load_handlers
+    from inbox.runtime import runner
+    from inbox.worker import loop as worker
+    from inbox.worker.registry import load_handlers
 
     registry = load_handlers(settings.handler_modules)  # fails here, before any fork
     spec = worker.loop_spec(
@@ -56,7 +57,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     )
     specs = [spec]
     if args.with_relay:  # small deployments: one dyno runs handlers and deliveries
-        from inbox import relay
+        from inbox.relay import loop as relay
 
         specs.append(relay.loop_spec(settings))
     return runner.run(specs)
@@ -67,7 +68,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from inbox import db
-    from inbox.dev import database_url
+    from inbox.cli.dev import database_url
     from inbox.store import audit, ops
 
     with db.connect(database_url(settings)) as conn:
@@ -84,7 +85,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Put events back to pending with a fresh attempt budget (history kept)."""
     from inbox import db
-    from inbox.dev import database_url
+    from inbox.cli.dev import database_url
     from inbox.store import ops
 
     if bool(args.event_ids) == bool(args.status):
@@ -100,7 +101,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         print("inbox replay: --topic and --status sent go with --outbox", file=sys.stderr)
         return EXIT_USAGE
     if args.dry_run:
-        from inbox.events_cli import run_replay_dry_run
+        from inbox.cli.events import run_replay_dry_run
 
         return run_replay_dry_run(args, settings)
     with db.connect(database_url(settings)) as conn:
@@ -123,7 +124,7 @@ def replay_outbox(args: argparse.Namespace, settings: Settings) -> int:
     """`inbox replay --outbox`: outbox messages back to pending, due now, attempts reset
     (last_error kept); messages a relay holds now are left alone."""
     from inbox import db
-    from inbox.dev import database_url
+    from inbox.cli.dev import database_url
     from inbox.store import ops
 
     if args.type or args.provider:
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes (default 1; scale further with more dynos)")
     worker.add_argument("--batch-size", type=int, metavar="N",
                         help="events leased per claim (default 100), processed in one "
-                        "transaction per 32 handlers that run SQL (inbox/worker.py)")
+                        "transaction per 32 handlers that run SQL (inbox/worker/loop.py)")
     worker.add_argument("--with-relay", action="store_true",
                         help="also run a relay process (one dyno for small deployments)")
     worker.set_defaults(func=cmd_worker)
@@ -223,10 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
 
     # Operator commands: each module adds its own subcommand and implements it.
-    from inbox import events_cli, prune, psql, testevents
+    from inbox.cli import events, prune, psql, send_test_event
 
-    testevents.add_parser(sub)
-    events_cli.add_parser(sub)
+    send_test_event.add_parser(sub)
+    events.add_parser(sub)
     prune.add_parser(sub)
     psql.add_parser(sub)
     return parser
@@ -246,6 +247,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"inbox: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

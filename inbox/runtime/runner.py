@@ -3,7 +3,7 @@
 A *claimer* leases due rows and processes them (`run_once`), and turns the leases of dead
 processes back into work (`rescue`). The runner does everything else:
 
-- **processes**: a supervisor (inbox/supervisor.py) forks `concurrency` children per loop
+- **processes**: a supervisor (inbox/runtime/supervisor.py) forks `concurrency` children per loop
   (after fork each makes its own connections), restarts a child that dies (a poison event
   calling os._exit, the OOM killer) and kills a child stuck on one item past its time
   budget (watchdog);
@@ -274,7 +274,7 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
 
 def run(specs: Sequence[LoopSpec]) -> int:
     """Run the loops under a supervisor until SIGTERM/SIGINT; the process's exit code."""
-    from inbox.supervisor import Supervisor
+    from inbox.runtime.supervisor import Supervisor
 
     return Supervisor(specs).run()
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inbox.runner import (
+from inbox.runtime.runner import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,

@@ -14,7 +14,7 @@ One `run_once()` is:
    alone, in their own transaction, so a poison event only takes itself down.
 
 `rescue()` turns leases of dead backends (a SIGKILLed or OOM-killed worker) into failed
-attempts; every worker runs it on its poll tick. The runner (inbox/runner.py) drives both.
+attempts; every worker runs it on its poll tick. The runner (inbox/runtime/runner.py) drives both.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from inbox import db
 from inbox.backoff import next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
-from inbox.handler_tx import Event, HandlerTx
-from inbox.registry import Registry
-from inbox.runner import Control, LoopSpec, NullControl
-from inbox.store import worker as store
-from inbox.store.worker import ClaimedEvent, Lease, OutboxMessage, Outcome
+from inbox.runtime.runner import Control, LoopSpec, NullControl
+from inbox.worker import store
+from inbox.worker.handler_tx import Event, HandlerTx
+from inbox.worker.registry import Registry
+from inbox.worker.store import ClaimedEvent, Lease, OutboxMessage, Outcome
 
 log = logging.getLogger(__name__)
 
