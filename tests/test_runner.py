@@ -15,7 +15,8 @@ import pytest
 
 from inbox.config import Settings
 from inbox.queries import query
-from inbox.runtime.runner import Heartbeat, LoopSpec, ProcessControl, run_loop
+from inbox.runtime.runner import ProcessControl, run_loop
+from inbox.runtime.spec import Heartbeat, LoopSpec
 from inbox.worker.loop import LISTEN_QUERY, Worker
 from inbox.worker.registry import Registry
 from tests.support import wait_for

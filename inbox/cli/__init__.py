@@ -46,7 +46,7 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run handlers for due inbox events until SIGTERM (the Procfile's worker line)."""
-    from inbox.runtime import runner
+    from inbox.runtime import supervisor
     from inbox.worker import loop as worker
     from inbox.worker.registry import load_handlers
 
@@ -60,7 +60,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from inbox.relay import loop as relay
 
         specs.append(relay.loop_spec(settings))
-    return runner.run(specs)
+    return supervisor.run(specs)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -42,7 +42,7 @@ from inbox.relay import store
 from inbox.relay.routes import Route, RouteTable, parse_routes
 from inbox.relay.store import OutboxMessage, Outcome
 from inbox.relay.transports import Result, Transport, build_transports
-from inbox.runtime.runner import Control, LoopSpec, NullControl
+from inbox.runtime.spec import Control, LoopSpec, NullControl
 
 logger = logging.getLogger(__name__)
 
@@ -369,10 +369,10 @@ def loop_spec(
 
 def run_relay(settings: Settings, concurrency: int | None = None, processes: int = 1) -> int:
     """`inbox relay`: deliver until SIGTERM (finish what is in hand); a second exits at once."""
-    from inbox.runtime import runner
+    from inbox.runtime import supervisor
 
     routes = parse_routes(settings.routes, settings.route_secrets)
     spec = loop_spec(settings, concurrency=concurrency, processes=processes, routes=routes)
     logger.info("relay: %d process(es) x %s delivery threads; routes: %s", processes,
                 concurrency or settings.relay_concurrency, routes.describe())
-    return runner.run([spec])
+    return supervisor.run([spec])

@@ -32,7 +32,7 @@ from inbox import db
 from inbox.backoff import next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
-from inbox.runtime.runner import Control, LoopSpec, NullControl
+from inbox.runtime.spec import Control, LoopSpec, NullControl
 from inbox.worker import store
 from inbox.worker.handler_tx import Event, HandlerTx
 from inbox.worker.registry import Registry
