@@ -3,7 +3,9 @@
 - at most MAX_TOP_LEVEL_MODULES modules at the top of inbox/ (the shared foundations);
 - a room (subpackage) per process and one for the operator commands;
 - no circle of imports among inbox's modules;
-- the web process's code does not reach the worker's loop, the relay or the runtime.
+- the web process's code does not reach the worker's loop, the relay, the runtime or the
+  commands;
+- docs/architecture.md's map names every top-level module and room, and nothing else.
 
 The import graph is read from the source with `ast`, every import statement counted, those
 inside functions and under TYPE_CHECKING included. A node is a module; a package is its
@@ -165,3 +167,19 @@ def test_the_web_process_does_not_load_the_other_rooms():
     others = sorted(m for m in web if m.startswith(("inbox.relay", "inbox.runtime", "inbox.cli"))
                     or m in ("inbox.worker.loop", "inbox.worker.store", "inbox.worker.handler_tx"))
     assert others == []
+
+
+def architecture_map() -> list[str]:
+    """The entries (`db.py`, `web/`) at the top level of docs/architecture.md's map."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = text.split("```\ninbox/\n", 1)[1].split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.startswith("  ")
+            and not line.startswith("   ")]
+
+
+def test_the_architecture_map_matches_the_package():
+    entries = architecture_map()
+    actual = [p.name for p in PACKAGE.glob("*.py")] + [
+        f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()
+    ]
+    assert sorted(entries) == sorted(actual)
