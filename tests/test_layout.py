@@ -5,7 +5,8 @@
 - no circle of imports among inbox's modules;
 - the web process's code does not reach the worker's loop, the relay, the runtime or the
   commands;
-- docs/architecture.md's map names every top-level module and room, and nothing else.
+- docs/architecture.md's map names every top-level module and room, and nothing else;
+- pyproject.toml lists every package, so a wheel carries every room.
 
 The import graph is read from the source with `ast`, every import statement counted, those
 inside functions and under TYPE_CHECKING included. A node is a module; a package is its
@@ -22,6 +23,7 @@ its own plug-ins lazily (`inbox.providers.get_provider`, `build_transports`).
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +185,9 @@ def test_the_architecture_map_matches_the_package():
         f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()
     ]
     assert sorted(entries) == sorted(actual)
+
+
+def test_the_wheel_lists_every_package():
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages - set(listed) == set()
