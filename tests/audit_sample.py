@@ -107,6 +107,21 @@ def add_message(db, inbox_id: int | None, topic: str, key: str, *, status: str =
     return row[0]
 
 
+def add_delivery(db, outbox_id: int, attempt: int, outcome: str, *, http_status=None,
+                 smtp_reply=None, error=None, relay: str = "test-relay") -> None:
+    """One outbox_attempts row, finished when the message was sent (or now)."""
+    db.execute(
+        """
+        INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at,
+                                     outcome, http_status, smtp_reply, error)
+        SELECT id, %s, %s, coalesce(sent_at, now()) - interval '80 ms',
+               coalesce(sent_at, now()), %s, %s, %s, %s
+        FROM outbox WHERE id = %s
+        """,
+        [attempt, relay, outcome, http_status, smtp_reply, error, outbox_id],
+    )
+
+
 @dataclass(frozen=True)
 class Sample:
     """The ids of the sample history, by role."""
@@ -134,13 +149,15 @@ def build(db) -> Sample:
                 error="LookupError: unknown customer")
     add_attempt(db, paid, 3, "processed", started_at=noon + 3 * hour)
     # Written in the transaction of attempt 3: created_at is that transaction's start.
-    add_message(db, paid, "email.send", "evt_sample_paid:email", status="sent",
-                created_at=noon + 3 * hour, sent_ago=timedelta(minutes=30),
-                payload={"to": "jenny@example.com", "template": "payment_received"})
+    email = add_message(db, paid, "email.send", "evt_sample_paid:email", status="sent",
+                        created_at=noon + 3 * hour, sent_ago=timedelta(minutes=30),
+                        payload={"to": "jenny@example.com", "template": "payment_received"})
+    add_delivery(db, email, 1, "sent", smtp_reply="250 2.0.0 Ok: queued as 4F2C1")
     add_message(db, paid, "crm.update", "evt_sample_paid:crm", status="pending",
                 created_at=noon + 3 * hour)
-    add_message(db, paid, "partner.notify", "evt_sample_paid:partner", status="dead",
-                created_at=noon + 3 * hour, last_error="410 Gone")
+    partner = add_message(db, paid, "partner.notify", "evt_sample_paid:partner",
+                          status="dead", created_at=noon + 3 * hour, last_error="410 Gone")
+    add_delivery(db, partner, 1, "dead", http_status=410, error="410 Gone")
 
     dead = add_event(db, "invoice.payment_failed", "evt_sample_dead", status="dead",
                      attempts=2, last_error="Permanent: card never valid",
@@ -169,8 +186,9 @@ def build(db) -> Sample:
                     attempts=1, received_ago=timedelta(days=41),
                     processed_ago=timedelta(days=41), customer=CUSTOMER_OK)
     add_attempt(db, old, 1, "processed", started_ago=timedelta(days=41))
-    add_message(db, old, "email.send", "evt_sample_old:email", status="sent",
-                created_ago=timedelta(days=41), sent_ago=timedelta(days=41))
+    old_email = add_message(db, old, "email.send", "evt_sample_old:email", status="sent",
+                            created_ago=timedelta(days=41), sent_ago=timedelta(days=41))
+    add_delivery(db, old_email, 1, "sent", smtp_reply="250 Ok")
 
     old_dead = add_event(db, "invoice.payment_failed", "evt_sample_old_dead", status="dead",
                          attempts=1, last_error="Permanent: no", received_ago=timedelta(days=40),

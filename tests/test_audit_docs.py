@@ -139,6 +139,16 @@ def check_messages_of_event(rows, s):
     assert '"template": "payment_received"' in rows[0]["payload"]
 
 
+def check_delivery_attempts(rows, s):
+    assert [(r["topic"], r["attempt"], r["outcome"], r["http_status"], r["smtp_reply"])
+            for r in rows] == [
+        ("email.send", "1", "sent", "", "250 2.0.0 Ok: queued as 4F2C1"),
+        ("partner.notify", "1", "dead", "410", ""),
+    ]
+    assert rows[1]["error"] == "410 Gone" and rows[0]["relay"] == "test-relay"
+    assert rows[0]["took"] == "00:00:00.08"
+
+
 def check_customers_yesterday(rows, s):
     # Sorted here: the database's collation decides how it orders "cus_Q…" and "cus_d…".
     assert sorted((r["customer"], r["events"], r["status_now"]) for r in rows) == sorted([
@@ -172,6 +182,7 @@ CHECKS = {
     "the event": check_event,
     "the event, step by step": check_timeline,
     "messages caused by the event": check_messages_of_event,
+    "delivery attempts of the event's messages": check_delivery_attempts,
     "customers affected by failures yesterday": check_customers_yesterday,
     "events of a customer": check_customer_events,
     "events of an object in provider order": check_object_events,

@@ -91,6 +91,8 @@ def test_show_by_event_id(env, sample):
     for key in ("evt_sample_paid:email", "evt_sample_paid:crm", "evt_sample_paid:partner"):
         assert key in out
     assert "410 Gone" in out
+    assert "Delivery attempts (2)" in out
+    assert "250 2.0.0 Ok: queued as 4F2C1" in out and "HTTP 410" in out
     assert '"id": "evt_sample_paid"' in out  # the payload, pretty-printed
 
 
@@ -102,7 +104,7 @@ def test_show_by_inbox_id_and_as_json(env, sample):
     assert shown["event"]["payload"]["data"]["object"]["customer"] == (
         audit_sample.CUSTOMER_RETRY)
     assert [a["outcome"] for a in shown["attempts"]] == ["retry", "retry"]
-    assert shown["outbox"] == []
+    assert shown["outbox"] == [] and shown["deliveries"] == []
 
     result = inbox("events", "show", "evt_sample_fresh", "--no-payload", env=env)
     assert result.returncode == 0

@@ -69,9 +69,12 @@ def test_prune_keeps_dead_pending_and_recent(env, db):
     assert "evt_sample_old:email" not in message_keys(db)
     assert {"evt_sample_old_dead", "evt_old_pending", "evt_sample_paid",
             "evt_sample_dead"} <= event_ids(db)
-    # Its attempts history went with it.
+    # Its attempts history went with it, and its message's delivery attempts with that.
     assert db.execute("SELECT count(*) FROM inbox_attempts a WHERE NOT EXISTS "
                       "(SELECT 1 FROM inbox i WHERE i.id = a.inbox_id)").fetchone()[0] == 0
+    assert db.execute("SELECT o.idempotency_key FROM outbox_attempts a"
+                      " JOIN outbox o ON o.id = a.outbox_id ORDER BY a.id").fetchall() == [
+        ("evt_sample_paid:email",), ("evt_sample_paid:partner",)]
 
     result = inbox("prune", "--older-than", "30d", "--include-dead", env=env)
     assert result.returncode == 0, result.stderr

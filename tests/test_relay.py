@@ -177,6 +177,46 @@ def test_500_then_200_is_sent_after_a_retry(database_url, db):
     assert "HTTP 500: database hiccup" in row["last_error"]
 
 
+def attempts_history(db: psycopg.Connection, key: str) -> list[dict[str, Any]]:
+    """The outbox_attempts rows of one message, oldest first."""
+    return db.cursor(row_factory=dict_row).execute(
+        "SELECT a.* FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id"
+        " WHERE o.idempotency_key = %s ORDER BY a.id", [key]).fetchall()
+
+
+def test_every_delivery_try_is_in_the_history_with_its_answer(database_url, db):
+    def answer(request: Request, n: int) -> Response:
+        return Response("busy", status=503) if n == 1 else Response("ok", status=202)
+
+    with sink(answer) as (_, url):
+        add_message(db, "crm.contact", {"n": 1}, "k1")
+        with running_relay(relay_settings(database_url, f"*={url}")):
+            wait_for(lambda: count_status(db, "sent") == 1, "the retried message to be sent")
+    tries = attempts_history(db, "k1")
+    assert [(t["attempt"], t["outcome"], t["http_status"], t["error"]) for t in tries] == [
+        (1, "retry", 503, "HTTP 503: busy"), (2, "sent", 202, None)]
+    for t in tries:
+        assert t["relay"] and t["smtp_reply"] is None
+        assert t["started_at"] <= t["finished_at"]
+    assert tries[0]["finished_at"] <= tries[1]["started_at"]
+    # Written with the outcome: the message's status and its history agree.
+    assert outbox(db)["k1"]["sent_at"] >= tries[1]["finished_at"]
+
+
+def test_a_dead_message_and_an_unrouted_one_have_their_history(database_url, db):
+    with sink(lambda request, n: Response("gone", status=410)) as (_, url):
+        add_message(db, "crm.contact", {"n": 1}, "k1")
+        add_message(db, "billing.refund", {"n": 2}, "k2")
+        with running_relay(relay_settings(database_url, f"crm.*={url}")):
+            wait_for(lambda: count_status(db, "dead") == 2, "both dead")
+    [gone] = attempts_history(db, "k1")
+    assert (gone["outcome"], gone["http_status"]) == ("dead", 410)
+    assert gone["error"] == "endpoint gone, HTTP 410: gone"
+    [unrouted] = attempts_history(db, "k2")
+    assert (unrouted["outcome"], unrouted["http_status"]) == ("dead", None)
+    assert unrouted["error"].startswith("no route for topic")
+
+
 def test_410_is_dead_at_once_with_the_answer(database_url, db):
     with sink(lambda request, n: Response("this hook was deleted", status=410)) as (ep, url):
         add_message(db, "crm.contact", {"n": 1}, "k1")
@@ -326,6 +366,20 @@ def test_rescue_takes_back_what_a_dead_relay_held(database_url, db):
         assert row["locked_backend"] is None and row["locked_by"] is None
         assert "relay stopped during attempt" in row["last_error"]
     assert [m.idempotency_key for m in store.claim(db, "relay:next", 10)] == ["fresh"]
+    # Each crashed try is in the history, written by the rescue itself.
+    for key, attempt in (("fresh", 1), ("last-try", 3)):
+        [crashed] = attempts_history(db, key)
+        assert (crashed["attempt"], crashed["outcome"], crashed["relay"]) == (
+            attempt, "crashed", "relay:test")
+        assert crashed["error"].startswith(f"relay stopped during attempt {attempt}")
+
+
+def test_an_outcome_for_a_lease_that_changed_hands_writes_no_history(database_url, db):
+    add_message(db, "crm.a", {"n": 1}, "k1")
+    [message] = store.claim(db, "relay:old", 1)
+    db.execute("UPDATE outbox SET locked_by = 'relay:new'")  # as a rescue + claim would
+    assert store.record_outcomes(db, "relay:old", [store.Outcome(message.id, "dead", "x")]) == 0
+    assert attempts_history(db, "k1") == []
 
 
 def test_stop_finishes_deliveries_in_hand_and_releases_the_rest(database_url, db):

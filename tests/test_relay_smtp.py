@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.support import wait_for
 from tests.test_relay import (
     add_message,
+    attempts_history,
     count_status,
     outbox,
     relay_settings,
@@ -41,6 +42,13 @@ def test_email_content_and_message_id_arrive_and_other_topics_go_elsewhere(datab
     assert rows["logged"]["status"] == "sent"
     assert rows["bounce"]["status"] == "dead" and "550" in rows["bounce"]["last_error"]
     assert rows["no-body"]["last_error"].startswith("not an email: no subject (the relay")
+    # The history keeps the server's answers: the reply to DATA, the refusal.
+    [sent] = attempts_history(db, "stripe.evt_1.receipt")
+    assert sent["outcome"] == "sent" and sent["smtp_reply"].startswith("250 ")
+    [bounced] = attempts_history(db, "bounce")
+    assert bounced["outcome"] == "dead" and "550" in bounced["smtp_reply"]
+    [logged] = attempts_history(db, "logged")
+    assert (logged["outcome"], logged["smtp_reply"], logged["http_status"]) == ("sent", None, None)
 
 
 def test_an_smtp_outage_is_retried_then_delivered(database_url, db):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -444,7 +445,7 @@ def test_two_rescuers_racing_count_a_crash_once(database_url, db, make_worker):
     wait_for(lambda: store.dead_leases(first.conn), timeout=10, what="the dead lease")
     seen_by_first, seen_by_second = store.dead_leases(first.conn), store.dead_leases(second.conn)
     assert len(seen_by_first) == len(seen_by_second) == 1
-    crash = [first._crash_outcome(lease) for lease in seen_by_first]
+    crash = [first._crash_outcome(dead) for dead in seen_by_first]
     assert store.finish(first.conn, crash) == 1
     assert store.finish(second.conn, [second._crash_outcome(seen_by_second[0])]) == 0
     row = event_row(db, event_id)
@@ -497,6 +498,122 @@ def test_events_that_crashed_before_are_claimed_one_at_a_time(database_url, db, 
         suspects = [e for e in batch if e.startswith("suspect")]
         assert len(suspects) <= 1
     assert statuses(db) == {"processed": 8}
+
+
+def run_between_poll_ticks(worker: Worker) -> int:
+    """What the runner's loop does on a poll tick when no NOTIFY comes: rescue, then claim
+    again at once for as long as `more_may_be_due` says; the number of claims made."""
+    claims = 0
+    while True:
+        claimed = worker.run_once()
+        claims += 1
+        if not (claimed and worker.more_may_be_due(claimed)):
+            return claims
+
+
+def ids_and_history(db: psycopg.Connection, inbox_ids: list[int]) -> set[tuple]:
+    """The distinct (status, attempts, crashes, outcomes in order) of these events."""
+    return {(status, attempts, crashes, tuple(outcomes)) for status, attempts, crashes, outcomes
+            in db.execute(
+                "SELECT i.status, i.attempts, i.crashes, array_agg(a.outcome ORDER BY a.id)"
+                " FROM inbox i JOIN inbox_attempts a ON a.inbox_id = i.id"
+                " WHERE i.id = ANY(%s) GROUP BY i.id", [inbox_ids]).fetchall()}
+
+
+def test_the_batch_mates_of_a_crash_are_due_at_once_and_claimed_without_poll_ticks(
+    database_url, db, registry, make_worker, worker_settings
+):
+    """Issue 18: a worker killed holding a full batch in a 10,000-event backlog. Its 100
+    events all become suspects, one per claim; with the default backoff and a poll interval
+    of an hour, they are processed in the same run of claims as the backlog, not one per
+    poll tick after a minute's backoff."""
+    registry.register("test", "noop", lambda event, tx: None)
+    insert_events(db, "noop", 10_100)
+    crashed = claim_and_die(database_url, 100)
+    assert len(crashed) == 100
+    slow = dataclasses.replace(worker_settings, retry_base_seconds=60.0,
+                               retry_cap_seconds=3600.0, poll_interval_seconds=3600.0)
+    worker = make_worker(slow)  # batch 100
+    assert wait_rescued(worker) == 100
+
+    claims = run_between_poll_ticks(worker)
+
+    assert statuses(db) == {"processed": 10_100}
+    assert ids_and_history(db, crashed) == {("processed", 2, 1, ("crashed", "processed"))}
+    assert db.execute(
+        "SELECT DISTINCT last_error FROM inbox WHERE id = ANY(%s)", [crashed]
+    ).fetchall() == [("worker died during attempt 1 (doomed-worker) holding 100 events",)]
+    # 100 full claims of the backlog, each suspect in a claim of its own, one empty claim.
+    assert 200 <= claims <= 202
+
+
+def test_a_crash_with_one_event_in_hand_keeps_the_backoff(database_url, db, make_worker,
+                                                          worker_settings):
+    [event_id] = insert_events(db, "effect", 1)
+    assert len(claim_and_die(database_url, 1)) == 1
+    slow = dataclasses.replace(worker_settings, retry_base_seconds=60.0,
+                               retry_cap_seconds=3600.0)
+    worker = make_worker(slow, rng=random.Random(18))  # first delay: ~42 s
+    assert wait_rescued(worker) == 1
+
+    row = event_row(db, event_id)
+    assert (row["status"], row["attempts"], row["crashes"]) == ("pending", 1, 1)
+    assert row["last_error"] == "worker died during attempt 1 (doomed-worker)"
+    assert db.execute("SELECT next_attempt_at > now() + interval '10 seconds' FROM inbox"
+                      ).fetchone()[0]
+    assert worker.run_once() == 0
+
+
+def test_a_batch_crash_never_makes_an_event_dead(database_url, db, registry, make_worker):
+    """An innocent event on its last attempt, in a batch a poison batch-mate crashed: the
+    crash is not its own, so it runs once more, alone."""
+    registry.register("test", "effect", lambda event, tx: None)
+    insert_events(db, "effect", 3)
+    db.execute("UPDATE inbox SET attempts = 2")  # max_attempts is 3: the claim makes it 3
+    assert len(claim_and_die(database_url, 3)) == 3
+    worker = make_worker()
+    assert wait_rescued(worker) == 3
+    assert statuses(db) == {"pending": 3}
+    assert run_between_poll_ticks(worker) == 4
+    assert db.execute("SELECT DISTINCT status, attempts, crashes FROM inbox").fetchall() == [
+        ("processed", 4, 1)]
+
+
+def test_a_poison_event_in_a_full_batch_ends_dead_alone(database_url, db, registry,
+                                                       make_worker):
+    """A handler that kills its worker's backend, among 99 innocents: the batch crash
+    costs each of them one attempt and makes them due at once; each then runs alone, and
+    only the poison event crashes again, alone, until it is dead after the limit (3)."""
+    registry.register("test", "effect", lambda event, tx: tx.outbox("test.ok", {}))
+
+    @registry.handler("test", "poison")
+    def poison(event, tx):
+        tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    innocents = insert_events(db, "effect", 60, prefix="before")
+    [poison_id] = insert_events(db, "poison", 1)
+    innocents += insert_events(db, "effect", 39, prefix="after")
+    crashes = 0
+    for _ in range(10):
+        try:
+            run_between_poll_ticks(make_worker())  # a fresh child, as the supervisor makes
+        except DatabaseUnavailable:  # the poison event took its worker's backend down
+            crashes += 1
+            assert wait_rescued(make_worker()) >= 1  # a sibling's poll tick
+            continue
+        if not statuses(db).get("pending"):
+            break
+
+    assert crashes == 3
+    row = event_row(db, poison_id)
+    assert (row["status"], row["attempts"], row["crashes"]) == ("dead", 3, 3)
+    assert history(db, poison_id) == [(1, "crashed"), (2, "crashed"), (3, "crashed")]
+    assert row["last_error"].startswith("worker died during attempt 3 (test-worker-")
+    assert not row["last_error"].endswith("events")  # its last two crashes were alone
+    ids = [r[0] for r in db.execute("SELECT id FROM inbox WHERE event_id = ANY(%s)",
+                                    [innocents]).fetchall()]
+    assert ids_and_history(db, ids) == {("processed", 2, 1, ("crashed", "processed"))}
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 99
 
 
 class StopAfter:

@@ -142,6 +142,49 @@ def test_a_poison_event_ends_dead_after_the_limit_and_others_flow(workers, effec
     assert stop(worker) == EXIT_OK
 
 
+def leased(db: psycopg.Connection) -> int:
+    return db.execute("SELECT count(*) FROM inbox WHERE locked_backend IS NOT NULL"
+                      ).fetchone()[0]
+
+
+def test_the_batch_mates_of_a_worker_killed_in_a_backlog_follow_within_seconds(
+    workers, db
+):
+    """Issue 18: a worker SIGKILLed holding a full batch during a backlog. Another worker,
+    with the default backoff and a 30 s poll interval, rescues the batch on its first poll
+    tick and processes the 100 batch-mates with the rest of the backlog: well within 20 s,
+    where one suspect per poll tick (or a backoff of up to 60 s) could not."""
+    insert_events(db, "queue", 1000, prefix="before")
+    [stall] = insert_events(db, "stall_once", 1, prefix="stall")
+    insert_events(db, "queue", 2000, prefix="after")
+    total = 3001
+    doomed = workers.start("--concurrency", "1", INBOX_HANDLER_TIMEOUT_SECONDS="600")
+    wait_for(lambda: event_row(db, stall)["locked_backend"] is not None, timeout=60,
+             what="the worker holding the stalled batch")
+    backend = event_row(db, stall)["locked_backend"]
+    assert leased(db) == 100  # a full batch, one transaction, stuck in its 2nd handler
+    kill_group(doomed, signal.SIGKILL)
+    doomed.wait(timeout=10)
+    wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                    [backend]).fetchone(),
+             timeout=30, what="the dead worker's backend gone")
+
+    successor = workers.start("--concurrency", "1", INBOX_POLL_INTERVAL_SECONDS="30",
+                              INBOX_RETRY_BASE_SECONDS="60", INBOX_RETRY_CAP_SECONDS="3600")
+    # Its first loop rescues; had that raced the backend's exit, the next tick is 30 s on.
+    wait_for(lambda: db.execute("SELECT count(*) FROM inbox WHERE crashes > 0").fetchone()[0]
+             == 100, timeout=90, what="the rescue")
+    wait_for(lambda: processed(db) == total, timeout=20,
+             what="the backlog and the batch-mates processed, without a poll tick")
+
+    assert statuses(db) == {"processed": total}
+    assert db.execute(
+        "SELECT DISTINCT attempts, crashes, last_error LIKE '%% holding 100 events'"
+        " FROM inbox WHERE crashes > 0").fetchall() == [(2, 1, True)]
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == total - 1
+    assert stop(successor) == EXIT_OK
+
+
 def assert_each_effect_once_of(db: psycopg.Connection, event_ids: list[str]) -> None:
     counts = dict(db.execute(
         "SELECT event_id, count(*) FROM effects WHERE event_id = ANY(%s) GROUP BY event_id",

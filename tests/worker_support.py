@@ -54,6 +54,19 @@ TEST_HANDLERS = textwrap.dedent(
     @handler("test", "permanent")
     def permanent(event, tx):
         raise Permanent("never")
+
+
+    @handler("test", "queue")
+    def queue(event, tx):
+        # No SQL: a batch of these is one transaction, its events leased until it ends.
+        tx.outbox("test.queue", {"event": event.id})
+
+
+    @handler("test", "stall_once")
+    def stall_once(event, tx):
+        # Holds its worker (and the batch it leased) on the first attempt only.
+        if event.attempt == 1:
+            time.sleep(3600)
     """
 )
 

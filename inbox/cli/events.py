@@ -3,7 +3,8 @@
 `list` prints the newest events first as a table (or JSON with `--json`), filtered by
 status, type, provider and received time. `show` prints one event — found by its inbox id
 or by the provider's event id — with its attempts history and the outbox messages it
-caused. For questions these do not answer, see docs/auditing.md (psql).
+caused, and every delivery try of those messages (outbox_attempts). For questions these
+do not answer, see docs/auditing.md (psql).
 """
 
 from __future__ import annotations
@@ -96,14 +97,16 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         event = matches[0]
         attempts = audit.attempts_of(conn, event.id)
         messages = audit.outbox_of(conn, event.id)
+        deliveries = audit.delivery_attempts_of(conn, event.id)
     if args.json:
         print(to_json({
             "event": audit.as_dict(event),
             "attempts": [audit.as_dict(a) for a in attempts],
             "outbox": [audit.as_dict(m) for m in messages],
+            "deliveries": [audit.as_dict(d) for d in deliveries],
         }))
         return EXIT_OK
-    print(describe(event, attempts, messages, with_payload=not args.no_payload))
+    print(describe(event, attempts, messages, deliveries, with_payload=not args.no_payload))
     return EXIT_OK
 
 
@@ -121,6 +124,7 @@ def describe(
     event: audit.EventDetail,
     attempts: Sequence[audit.Attempt],
     messages: Sequence[audit.OutboxMessage],
+    deliveries: Sequence[audit.DeliveryAttempt] = (),
     *,
     with_payload: bool = True,
 ) -> str:
@@ -155,6 +159,13 @@ def describe(
              "LAST ERROR"],
             [[m.id, m.topic, m.status, m.attempts, local(m.created_at), local(m.sent_at),
               m.idempotency_key, shorten(m.last_error)] for m in messages],
+        ))
+    if deliveries:
+        out.append(f"\nDelivery attempts ({len(deliveries)})")
+        out.append(table(
+            ["MESSAGE", "#", "STARTED", "FINISHED", "OUTCOME", "ANSWER", "RELAY", "ERROR"],
+            [[d.outbox_id, d.attempt, local(d.started_at), local(d.finished_at), d.outcome,
+              shorten(d.answer), d.relay or "", shorten(d.error)] for d in deliveries],
         ))
     if with_payload:
         out.append("\nPayload")

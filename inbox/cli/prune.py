@@ -9,7 +9,8 @@ Each batch is one short statement (`DELETE … WHERE id IN (SELECT … ORDER BY 
 UPDATE SKIP LOCKED)`) on an autocommit connection, so no lock is held for longer than a
 batch takes and a row a worker or relay holds is skipped rather than waited for. Messages
 go first; an event goes once none of its messages is left, so "what did we send because
-of this event?" keeps its answer. Attempts history goes with its event.
+of this event?" keeps its answer. An event's attempts (inbox_attempts) go with it, a
+message's delivery attempts (outbox_attempts) with the message (ON DELETE CASCADE).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from inbox import db
 from inbox.backoff import honour_retry_after, next_attempt_delay_seconds
@@ -65,6 +67,18 @@ DATABASE_ERRORS = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
 Job = tuple[OutboxMessage, Route]
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One finished delivery attempt: the transport's answer and when it ran (for the
+    message's attempts history, outbox_attempts)."""
+
+    message: OutboxMessage
+    route: Route
+    result: Result
+    started_at: datetime
+    finished_at: datetime
+
+
 class Lanes:
     """Leased messages waiting, one lane per destination, and the deliveries in flight.
 
@@ -79,7 +93,7 @@ class Lanes:
         self._cond = threading.Condition()
         self._waiting: dict[str, deque[Job]] = {}
         self._inflight: Counter[str] = Counter()
-        self._results: list[tuple[OutboxMessage, Route, Result]] = []
+        self._results: list[Delivery] = []
         self._stopped = False
         self.inflight_total = 0
 
@@ -105,15 +119,15 @@ class Lanes:
                 self._cond.wait()
             return None
 
-    def done(self, job: Job, result: Result) -> None:
+    def done(self, delivery: Delivery) -> None:
         with self._cond:
-            self._inflight[job[1].destination] -= 1
+            self._inflight[delivery.route.destination] -= 1
             self.inflight_total -= 1
-            self._results.append((job[0], job[1], result))
+            self._results.append(delivery)
             self._cond.notify()
         self._on_done.set()
 
-    def results(self) -> list[tuple[OutboxMessage, Route, Result]]:
+    def results(self) -> list[Delivery]:
         with self._cond:
             results, self._results = self._results, []
             return results
@@ -292,15 +306,17 @@ class Relay:
 
     def _collect(self) -> int:
         results = self._lanes.results()
-        self._outcomes.extend(self._decide(message, route, result)
-                              for message, route, result in results)
+        self._outcomes.extend(self._decide(delivery) for delivery in results)
         return len(results)
 
-    def _decide(self, message: OutboxMessage, route: Route, result: Result) -> Outcome:
+    def _decide(self, delivery: Delivery) -> Outcome:
         """The row's next state after an attempt: sent, dead, or pending with a delay."""
+        message, route, result = delivery.message, delivery.route, delivery.result
         settings = self.settings
+        history = {"started_at": delivery.started_at, "finished_at": delivery.finished_at,
+                   "http_status": result.http_status, "smtp_reply": result.smtp_reply}
         if result.status == "sent":
-            return Outcome(message.id, "sent")
+            return Outcome(message.id, "sent", **history)
         if result.status == "retry" and message.attempts < settings.max_attempts:
             delay = next_attempt_delay_seconds(
                 message.attempts, settings.retry_base_seconds, settings.retry_cap_seconds
@@ -311,12 +327,12 @@ class Relay:
             delay = honour_retry_after(delay, retry_after)
             logger.info("outbox %s to %s: attempt %d failed, retry in %.1f s: %s",
                         message.id, route.safe_url, message.attempts, delay, result.error)
-            return Outcome(message.id, "pending", result.error, delay)
+            return Outcome(message.id, "pending", result.error, delay, **history)
         error = result.error or "dead"
         if result.status == "retry":
             error = f"gave up after {message.attempts} attempts: {error}"
         logger.warning("outbox %s to %s dead: %s", message.id, route.safe_url, error)
-        return Outcome(message.id, "dead", error)
+        return Outcome(message.id, "dead", error, **history)
 
     def _flush(self) -> None:
         if not self._outcomes:
@@ -331,12 +347,13 @@ class Relay:
     def _deliver_forever(self) -> None:
         while (job := self._lanes.take()) is not None:
             message, route = job
+            started = datetime.now(UTC)
             try:
                 result = self.transports[route.scheme].deliver(message, route)
             except Exception as exc:
                 logger.exception("outbox %s: transport %s failed", message.id, route.scheme)
                 result = Result.retry(f"{type(exc).__name__}: {exc}")
-            self._lanes.done(job, result)
+            self._lanes.done(Delivery(message, route, result, started, datetime.now(UTC)))
 
 
 def loop_spec(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from inbox.db import Connection
@@ -40,12 +41,18 @@ class OutboxMessage:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What to write for one message after its attempt."""
+    """What to write for one message after its attempt, and for its outbox_attempts row:
+    when the delivery ran (None: no delivery, e.g. no route) and what the other side
+    answered."""
 
     id: int
     status: Status
     error: str | None = None
     delay_seconds: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    http_status: int | None = None
+    smtp_reply: str | None = None
 
 
 def claim(
@@ -59,7 +66,8 @@ def claim(
 
 
 def record_outcomes(conn: Connection, locked_by: str, outcomes: Sequence[Outcome]) -> int:
-    """Write a batch of outcomes in one statement; returns how many rows changed."""
+    """Write a batch of outcomes and their attempts history in one statement; returns how
+    many rows changed."""
     if not outcomes:
         return 0
     params = {
@@ -68,6 +76,10 @@ def record_outcomes(conn: Connection, locked_by: str, outcomes: Sequence[Outcome
         "statuses": [o.status for o in outcomes],
         "errors": [o.error for o in outcomes],
         "delays": [float(o.delay_seconds) for o in outcomes],
+        "started_ats": [o.started_at for o in outcomes],
+        "finished_ats": [o.finished_at for o in outcomes],
+        "http_statuses": [o.http_status for o in outcomes],
+        "smtp_replies": [o.smtp_reply for o in outcomes],
     }
     return len(conn.execute(query("outbox_record_outcomes"), params).fetchall())
 

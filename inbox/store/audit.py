@@ -74,6 +74,28 @@ class OutboxMessage:
     payload: Any
 
 
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One row of outbox_attempts: a delivery try of a message."""
+
+    outbox_id: int
+    attempt: int
+    relay: str | None
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    http_status: int | None
+    smtp_reply: str | None
+    error: str | None
+
+    @property
+    def answer(self) -> str:
+        """What the destination said: "HTTP 503", an SMTP reply, or nothing."""
+        if self.http_status is not None:
+            return f"HTTP {self.http_status}"
+        return self.smtp_reply or ""
+
+
 def as_dict(row: Any) -> dict[str, Any]:
     """A row dataclass as a plain dict (for JSON output)."""
     return dataclasses.asdict(row)
@@ -116,6 +138,14 @@ def outbox_of(conn: db.Connection, inbox_id: int) -> list[OutboxMessage]:
         query("outbox_of_event"), {"inbox_id": inbox_id}
     ).fetchall()
     return [OutboxMessage(**row) for row in rows]
+
+
+def delivery_attempts_of(conn: db.Connection, inbox_id: int) -> list[DeliveryAttempt]:
+    """The delivery tries of the messages an event caused (outbox_attempts)."""
+    rows = db.dict_cursor(conn).execute(
+        query("outbox_attempts_of_event"), {"inbox_id": inbox_id}
+    ).fetchall()
+    return [DeliveryAttempt(**row) for row in rows]
 
 
 def prune_cutoff(conn: db.Connection, older_than: timedelta) -> datetime:

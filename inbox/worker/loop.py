@@ -11,10 +11,15 @@ One `run_once()` is:
    at the first handler statement; when no handler runs SQL, BEGIN and COMMIT travel in
    that same round trip (BatchTransaction);
 3. events that crashed a worker before are claimed at most one at a time and processed
-   alone, in their own transaction, so a poison event only takes itself down.
+   alone, in their own transaction, so a poison event only takes itself down; a round that
+   claimed one claims again at once (`more_may_be_due`), so the batch-mates of a crash are
+   worked through at the pipeline's speed, not one per poll tick.
 
 `rescue()` turns leases of dead backends (a SIGKILLed or OOM-killed worker) into failed
-attempts; every worker runs it on its poll tick. The runner (inbox/runtime/runner.py) drives both.
+attempts; every worker runs it on its poll tick. A crash of a worker holding a batch is
+weak evidence against each event of it: they are due again at once (each then runs alone);
+a crash with one event in hand is strong evidence: backoff, and `dead` at the limit. The
+runner (inbox/runtime/runner.py) drives both.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ from inbox.runtime.spec import Control, LoopSpec, NullControl
 from inbox.worker import store
 from inbox.worker.handler_tx import Event, HandlerTx
 from inbox.worker.registry import Registry
-from inbox.worker.store import ClaimedEvent, Lease, OutboxMessage, Outcome
+from inbox.worker.store import ClaimedEvent, DeadLease, Lease, OutboxMessage, Outcome
 
 log = logging.getLogger(__name__)
 
 # Events leased per claim. A larger batch drains faster (one claim, one commit and one
 # outcome statement for more events): 100 drained ~30 % faster than 32 with handlers that
 # only queue messages. A worker that dies holding a batch costs each of its events an
-# attempt, and makes them suspects (processed one at a time).
+# attempt, and makes them suspects (each processed alone, one claim after another).
 DEFAULT_BATCH_SIZE = 100
 # Handlers that ran SQL per transaction. Each one's savepoint may take a subtransaction id,
 # and past 64 per transaction PostgreSQL's subxid cache overflows, which slows every other
@@ -81,6 +86,7 @@ class Worker:
         store.start_session(self.conn, settings.handler_timeout_seconds)
         self._scan_from = store.EARLIEST  # see _poll_tick
         self._next_poll_tick = 0.0
+        self._claimed_a_suspect = False  # see more_may_be_due
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -91,6 +97,7 @@ class Worker:
             scan_from = store.EARLIEST
             db.forget_prepared_statements(self.conn)
         claimed = store.claim(self.conn, self.name, self.batch_size, scan_from)
+        self._claimed_a_suspect = any(event.crashes > 0 for event in claimed)
         if not claimed:
             return 0
         self._scan_from = min(event.due_at for event in claimed) - SCAN_MARGIN
@@ -103,18 +110,21 @@ class Worker:
         return len(claimed)
 
     def more_may_be_due(self, claimed: int) -> bool:
-        """Only after a full batch. A claim that got fewer took every event due then; one
-        committed since was announced by a NOTIFY that ends the runner's wait at once. So
-        at a low rate each event costs one claim, not a second, empty one (and fewer
-        claims leave more CPU for the receiver on a shared machine)."""
-        return claimed >= self.batch_size
+        """After a full batch, or a claim that took a suspect. A claim that got fewer
+        took every event due then, except suspects (one per claim); one committed since
+        was announced by a NOTIFY that ends the runner's wait at once. So at a low rate
+        each event costs one claim, not a second, empty one (and fewer claims leave more
+        CPU for the receiver on a shared machine). A claim that took a suspect may have
+        left others due behind it, and no NOTIFY announces them: waiting for the poll
+        tick made a crashed batch of 100 take 100 poll intervals (issue 18)."""
+        return claimed >= self.batch_size or self._claimed_a_suspect
 
     def rescue(self) -> int:
         """Count the attempts of dead workers' leases as failed; the number rescued."""
         leases = store.dead_leases(self.conn)
         if not leases:
             return 0
-        outcomes = [self._crash_outcome(lease) for lease in leases]
+        outcomes = [self._crash_outcome(dead) for dead in leases]
         rescued = store.finish(self.conn, outcomes)  # one statement: atomic on its own
         if rescued:
             log.warning("rescued %d event(s) from dead workers", rescued)
@@ -240,8 +250,18 @@ class Worker:
                     lease.attempts, delay, error)
         return Outcome(lease, "pending", "retry", delay, error, started)
 
-    def _crash_outcome(self, lease: Lease) -> Outcome:
+    def _crash_outcome(self, dead: DeadLease) -> Outcome:
+        """A crashed attempt. With the event alone in the dead worker's hands (a suspect,
+        a batch of one), the crash is its own: backoff, and `dead` at the attempt limit.
+        With batch-mates, any one of them may have caused it: the event is due again at
+        once and never made dead by this crash; as a suspect it next runs alone, where a
+        crash is its own. So a poison event still ends `dead` after the limit, and an
+        innocent batch-mate pays one attempt, not a minute of backoff or its last attempt."""
+        lease = dead.lease
         error = f"worker died during attempt {lease.attempts} ({lease.locked_by})"
+        if not dead.alone:
+            error += f" holding {dead.held} events"
+            return Outcome(lease, "pending", "crashed", 0.0, error, lease.locked_at)
         if lease.attempts >= self.max_attempts:
             log.error("event %s is dead: %s", lease.inbox_id, error)
             return Outcome(lease, "dead", "crashed", error=error, started_at=lease.locked_at)

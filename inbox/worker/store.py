@@ -165,12 +165,24 @@ def _finish_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
     }
 
 
-def dead_leases(conn: db.Connection, limit: int = 1000) -> list[Lease]:
+@dataclass(frozen=True)
+class DeadLease:
+    """A lease whose worker died, and how many leases that worker held with it then."""
+
+    lease: Lease
+    held: int  # 1: the event was alone in the dead worker's hands; more: a batch crash
+
+    @property
+    def alone(self) -> bool:
+        return self.held <= 1
+
+
+def dead_leases(conn: db.Connection, limit: int = 1000) -> list[DeadLease]:
     """Leases held by backends that are gone: their workers died mid-attempt."""
     rows = conn.execute(query("inbox_dead_leases"), {"limit": limit}).fetchall()
     return [
-        Lease(inbox_id, attempts, backend, locked_at, locked_by)
-        for inbox_id, attempts, locked_by, backend, locked_at in rows
+        DeadLease(Lease(inbox_id, attempts, backend, locked_at, locked_by), held)
+        for inbox_id, attempts, locked_by, backend, locked_at, held in rows
     ]
 
 

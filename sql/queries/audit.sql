@@ -60,6 +60,15 @@ FROM outbox
 WHERE inbox_id = %(inbox_id)s
 ORDER BY id;
 
+-- name: outbox_attempts_of_event
+-- Every delivery try of the messages one event caused, by message then oldest first.
+SELECT a.outbox_id, a.attempt, a.relay, a.started_at, a.finished_at, a.outcome,
+       a.http_status, a.smtp_reply, a.error
+FROM outbox o
+JOIN outbox_attempts a ON a.outbox_id = o.id
+WHERE o.inbox_id = %(inbox_id)s
+ORDER BY a.outbox_id, a.started_at, a.id;
+
 -- name: prune_cutoff
 -- One cutoff for a whole prune run, on the database's clock.
 SELECT now() - %(older_than)s::interval AS cutoff;
@@ -73,7 +82,7 @@ WHERE status = ANY(%(statuses)s::text[])
 
 -- name: outbox_prune_batch
 -- Delete up to batch_size finished messages after `after_id`, in id order, in one short
--- transaction. SKIP LOCKED: a message the relay holds right now is left for the next run,
+-- transaction; their outbox_attempts rows go with them (ON DELETE CASCADE). SKIP LOCKED: a message the relay holds right now is left for the next run,
 -- never waited for. Returns how many were deleted and the last id, for the next batch.
 WITH doomed AS (
     SELECT id

@@ -35,20 +35,42 @@ RETURNING outbox.id, outbox.topic, outbox.payload::text AS payload_json,
 -- with its next attempt `delays` seconds from now. Only rows this relay still holds are
 -- changed; a 'sent' is also kept for a row the crash rescue took back meanwhile (it was
 -- delivered: better recorded than sent again).
-UPDATE outbox
-SET status = r.status,
-    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE outbox.sent_at END,
-    last_error = COALESCE(r.error, outbox.last_error),
-    next_attempt_at = now() + make_interval(secs => r.delay_seconds),
-    locked_by = NULL,
-    locked_backend = NULL,
-    locked_at = NULL
-FROM unnest(%(ids)b::bigint[], %(statuses)b::text[], %(errors)b::text[],
-            %(delays)b::float8[]) AS r (id, status, error, delay_seconds)
-WHERE outbox.id = r.id
-  AND outbox.status = 'pending'
-  AND (outbox.locked_by = %(locked_by)s OR (r.status = 'sent' AND outbox.locked_by IS NULL))
-RETURNING outbox.id;
+-- The same statement writes each changed row's outbox_attempts row (outcome 'retry' for
+-- 'pending'), with the delivery's start and end as the delivery thread saw them and the
+-- destination's answer, so the history and the status commit together. A row left alone
+-- (a lease that changed hands) gets no history row: its new holder writes that.
+WITH r AS (
+    SELECT *
+    FROM unnest(%(ids)b::bigint[], %(statuses)b::text[], %(errors)b::text[],
+                %(delays)b::float8[], %(started_ats)b::timestamptz[],
+                %(finished_ats)b::timestamptz[], %(http_statuses)b::integer[],
+                %(smtp_replies)b::text[])
+         AS r (id, status, error, delay_seconds, started_at, finished_at, http_status,
+               smtp_reply)
+), changed AS (
+    UPDATE outbox
+    SET status = r.status,
+        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE outbox.sent_at END,
+        last_error = COALESCE(r.error, outbox.last_error),
+        next_attempt_at = now() + make_interval(secs => r.delay_seconds),
+        locked_by = NULL,
+        locked_backend = NULL,
+        locked_at = NULL
+    FROM r
+    WHERE outbox.id = r.id
+      AND outbox.status = 'pending'
+      AND (outbox.locked_by = %(locked_by)s OR (r.status = 'sent' AND outbox.locked_by IS NULL))
+    RETURNING outbox.id, outbox.attempts
+), recorded AS (
+    INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at, outcome,
+                                 http_status, smtp_reply, error)
+    SELECT c.id, c.attempts, %(locked_by)s, coalesce(r.started_at, statement_timestamp()),
+           coalesce(r.finished_at, statement_timestamp()),
+           CASE r.status WHEN 'pending' THEN 'retry' ELSE r.status END,
+           r.http_status, r.smtp_reply, r.error
+    FROM changed c JOIN r USING (id)
+)
+SELECT id FROM changed;
 
 -- name: outbox_release
 -- Hand back messages claimed but never started (a relay shutting down): the attempt is
@@ -69,22 +91,42 @@ WHERE id = ANY (%(ids)b::bigint[])
 -- relay that died (SIGKILL, OOM, lost connection) between claim and outcome. Its attempt was already counted by the claim, so it is due again at once,
 -- or dead when that was the last attempt. The message may have reached its destination
 -- before the crash; the re-send carries the same Idempotency-Key (at least once).
-UPDATE outbox
-SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
-    next_attempt_at = now(),
-    last_error = 'relay stopped during attempt ' || attempts
-                 || ' (crashed or lost its database connection)',
-    locked_by = NULL,
-    locked_backend = NULL,
-    locked_at = NULL
-WHERE status = 'pending'
-  AND next_attempt_at = 'infinity'  -- leased rows: the far end of outbox_due_idx
-  AND locked_backend IS NOT NULL
-  AND NOT EXISTS (
-      SELECT 1 FROM pg_stat_activity AS a
-      WHERE a.pid = outbox.locked_backend AND a.backend_start <= outbox.locked_at
-  )
-RETURNING id, status;
+-- `gone` reads the lease (who held it, since when) for the 'crashed' outbox_attempts row
+-- written by the same statement; the update is fenced on that lease's time, so a row
+-- leased again meanwhile is left alone.
+WITH gone AS (
+    SELECT id, locked_by, locked_at
+    FROM outbox
+    WHERE status = 'pending'
+      AND next_attempt_at = 'infinity'  -- leased rows: the far end of outbox_due_idx
+      AND locked_backend IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_stat_activity AS a
+          WHERE a.pid = outbox.locked_backend AND a.backend_start <= outbox.locked_at
+      )
+), rescued AS (
+    UPDATE outbox
+    SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+        next_attempt_at = now(),
+        last_error = 'relay stopped during attempt ' || attempts
+                     || ' (crashed or lost its database connection)',
+        locked_by = NULL,
+        locked_backend = NULL,
+        locked_at = NULL
+    FROM gone
+    WHERE outbox.id = gone.id
+      AND outbox.status = 'pending'
+      AND outbox.next_attempt_at = 'infinity'
+      AND outbox.locked_at = gone.locked_at
+    RETURNING outbox.id, outbox.status, outbox.attempts, outbox.last_error, gone.locked_by,
+              gone.locked_at
+), recorded AS (
+    INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at, outcome,
+                                 error)
+    SELECT id, attempts, locked_by, locked_at, statement_timestamp(), 'crashed', last_error
+    FROM rescued
+)
+SELECT id, status FROM rescued;
 
 -- name: outbox_listen
 -- Wake-ups: the worker notifies this channel after a batch that queued messages commits

@@ -9,7 +9,9 @@ LISTEN inbox_events;
 -- `next_attempt_at = 'infinity'` takes a leased row out of the claim's reach while it stays
 -- `pending`; `locked_backend` lets the crash rescue see that its holder died.
 -- Events that crashed a worker before (crashes > 0) are suspects: at most one per claim,
--- processed alone. The rows `due` locked but `picked` left out are unlocked at once, untouched.
+-- processed alone; a claim that took one is followed by another at once
+-- (Worker.more_may_be_due). The rows `due` locked but `picked` left out are unlocked at
+-- once, untouched.
 -- inbox_due_idx (next_attempt_at, id) WHERE status = 'pending' matches WHERE and ORDER BY.
 -- `scan_from` is where the index scan starts: every claimed event leaves a dead entry at
 -- the front of the index until VACUUM, and a scan from the very start walks them all. The
@@ -76,7 +78,7 @@ ROLLBACK TO SAVEPOINT inbox_handler; RELEASE SAVEPOINT inbox_handler;
 --   processed / ignored: final, processed_at set.
 --   retry: back to `pending`, due after delay_seconds.   dead: final until replayed.
 --   crashed: the worker died during the attempt (written by the crash rescue), status
---            `pending` (retry) or `dead`; counts in `crashes`.
+--            `pending` (retry; delay 0 after a batch crash) or `dead`; counts in `crashes`.
 --   released: never started (shutdown): back to `pending` now, the attempt given back,
 --            no history row.
 -- Returns the number of rows finished.
@@ -133,7 +135,13 @@ SELECT count(*) FROM finished;
 -- before pg_stat_activity was read (a FOR UPDATE re-check could see a newer lease than that
 -- snapshot). inbox_finish then fences on the lease itself, so two rescuers racing finish each
 -- lease once.
-SELECT id, attempts, locked_by, locked_backend, locked_at
+-- `held` is how many leases the dead backend held with this one (its claim's rows, by
+-- backend and lease time, not yet finished): 1 means the event was alone in the worker's
+-- hands when it died, strong evidence against it; more means a batch crash, where any one
+-- of them may be to blame (Worker._crash_outcome; docs/decisions.md, "Poison isolation").
+-- The window is computed before the LIMIT, so a batch cut by it still counts whole.
+SELECT id, attempts, locked_by, locked_backend, locked_at,
+       count(*) OVER (PARTITION BY locked_backend, locked_at) AS held
 FROM inbox
 WHERE status = 'pending'
   AND next_attempt_at = 'infinity'

@@ -26,23 +26,34 @@ class Result:
     sent:  the destination took it (2xx, SMTP accepted, logged).
     retry: try again later, with backoff (never sooner than `retry_after_seconds`).
     dead:  no retry can fix it (a 4xx, a refused recipient, a malformed email).
+
+    `http_status` / `smtp_reply` are the destination's answer, when there was one; the
+    relay keeps them in the message's attempts history (outbox_attempts).
     """
 
     status: Literal["sent", "retry", "dead"]
     error: str | None = None
     retry_after_seconds: float | None = None
+    http_status: int | None = None
+    smtp_reply: str | None = None
 
     @classmethod
-    def sent(cls) -> Result:
-        return SENT
+    def sent(cls, *, http_status: int | None = None, smtp_reply: str | None = None) -> Result:
+        if http_status is None and smtp_reply is None:
+            return SENT
+        return cls("sent", http_status=http_status, smtp_reply=smtp_reply)
 
     @classmethod
-    def retry(cls, error: str, retry_after_seconds: float | None = None) -> Result:
-        return cls("retry", _clip(error), retry_after_seconds)
+    def retry(cls, error: str, retry_after_seconds: float | None = None, *,
+              http_status: int | None = None, smtp_reply: str | None = None) -> Result:
+        return cls("retry", _clip(error), retry_after_seconds, http_status,
+                   _clip(smtp_reply) if smtp_reply else None)
 
     @classmethod
-    def dead(cls, error: str) -> Result:
-        return cls("dead", _clip(error))
+    def dead(cls, error: str, *, http_status: int | None = None,
+             smtp_reply: str | None = None) -> Result:
+        return cls("dead", _clip(error), None, http_status,
+                   _clip(smtp_reply) if smtp_reply else None)
 
 
 SENT = Result("sent")

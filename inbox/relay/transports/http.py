@@ -182,13 +182,14 @@ def _split(url: str) -> tuple[Origin, str]:
 def classify(status: int, excerpt: str, retry_after: str | None, *, now: float) -> Result:
     """The outcome of an HTTP answer (a pure function of the answer)."""
     if 200 <= status < 300:
-        return Result.sent()
+        return Result.sent(http_status=status)
     answer = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in RETRY_STATUSES or status >= 500 or status < 400:
-        return Result.retry(answer, parse_retry_after(retry_after, now=now))
+        return Result.retry(answer, parse_retry_after(retry_after, now=now),
+                            http_status=status)
     if status == 410:
-        return Result.dead(f"endpoint gone, {answer}")
-    return Result.dead(answer)
+        return Result.dead(f"endpoint gone, {answer}", http_status=status)
+    return Result.dead(answer, http_status=status)
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

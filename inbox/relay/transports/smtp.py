@@ -43,6 +43,25 @@ class InvalidEmail(ValueError):
     """The payload does not describe an email."""
 
 
+class _KeepsDataReply:
+    """smtplib's sendmail checks the reply to DATA and drops it: keep it for the history."""
+
+    data_reply: str | None = None
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        code, text = super().data(msg)  # type: ignore[misc]
+        self.data_reply = f"{code} {_text(text)}"
+        return code, text
+
+
+class _SMTP(_KeepsDataReply, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_KeepsDataReply, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpTransport:
     def __init__(self, *, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
@@ -53,38 +72,46 @@ class SmtpTransport:
         except InvalidEmail as exc:
             return Result.dead(f"not an email: {exc}")
         try:
-            self._send(email, route)
+            reply = self._send(email, route)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             text = "; ".join(f"{rcpt}: {code} {_text(msg)}" for rcpt, (code, msg)
                              in exc.recipients.items())
             if all(code >= 500 for code in codes):
-                return Result.dead(f"recipients refused: {text}")
-            return Result.retry(f"recipients refused: {text}")
+                return Result.dead(f"recipients refused: {text}", smtp_reply=text)
+            return Result.retry(f"recipients refused: {text}", smtp_reply=text)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            answer = f"{type(exc).__name__}: {exc.smtp_code} {_text(exc.smtp_error)}"
+            said = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            answer = f"{type(exc).__name__}: {said}"
             if exc.smtp_code >= 500 and exc.smtp_code not in CONFIGURATION_CODES:
-                return Result.dead(answer)
-            return Result.retry(answer)
+                return Result.dead(answer, smtp_reply=said)
+            return Result.retry(answer, smtp_reply=said)
         except (smtplib.SMTPException, OSError) as exc:
             # Authentication failures, disconnections, timeouts, TLS problems.
-            return Result.retry(f"{route.safe_url}: {type(exc).__name__}: {exc}")
-        return Result.sent()
+            code = getattr(exc, "smtp_code", None)
+            said = f"{code} {_text(getattr(exc, 'smtp_error', b''))}" if code else None
+            return Result.retry(f"{route.safe_url}: {type(exc).__name__}: {exc}",
+                                smtp_reply=said)
+        return Result.sent(smtp_reply=reply)
 
-    def _send(self, email: EmailMessage, route: Route) -> None:
+    def _send(self, email: EmailMessage, route: Route) -> str | None:
+        """Send one email on a connection of its own; the server's reply to its DATA
+        (code and text, e.g. "250 2.0.0 Ok: queued as 4F2C1"), which names the message in
+        the server's own logs."""
         context = ssl.create_default_context()
-        smtp: smtplib.SMTP
+        smtp: _SMTP | _SMTP_SSL
         if route.scheme == "smtps":
-            smtp = smtplib.SMTP_SSL(route.host, route.port, timeout=self.timeout_seconds,
-                                    context=context)
+            smtp = _SMTP_SSL(route.host, route.port, timeout=self.timeout_seconds,
+                             context=context)
         else:
-            smtp = smtplib.SMTP(route.host, route.port, timeout=self.timeout_seconds)
+            smtp = _SMTP(route.host, route.port, timeout=self.timeout_seconds)
         with smtp:
             if route.options.get("starttls") in ("1", "true", "yes"):
                 smtp.starttls(context=context)
             if route.username:
                 smtp.login(route.username, route.password or "")
             smtp.send_message(email)
+        return smtp.data_reply
 
     def close(self) -> None:
         pass
