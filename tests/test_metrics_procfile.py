@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inbox.dev import procfile_commands
+from inbox.cli.dev import procfile_commands
 from tests.support import REPO, TEST_SECRET, free_port, stripe_event_files
 from tests.test_procfile_web import post, wait_until_healthy
 

@@ -1,6 +1,6 @@
 """The web process's own metrics: its answers to webhooks and its group commits.
 
-Counted where they happen (inbox/web/webhooks.py, inbox/store/group_commit.py) at a cost
+Counted where they happen (inbox/web/webhooks.py, inbox/web/__init__.py) at a cost
 of a few microseconds per request. Under gunicorn the values live in files of the
 multiprocess directory (`multiprocess.py`), so a scrape answered by any of a dyno's web
 processes adds up all of them, and a restarted process's counts are kept.

@@ -19,10 +19,9 @@ from inbox.config import Settings
 from inbox.metrics import endpoint as metrics_endpoint
 from inbox.metrics import web as web_metrics
 from inbox.providers import Clock, ReceivedEvent
-from inbox.store import receiver
-from inbox.store.group_commit import GroupCommit
-from inbox.store.wakeup import WakeNotifier
-from inbox.web import health, webhooks
+from inbox.web import health, store, webhooks
+from inbox.web.group_commit import GroupCommit
+from inbox.web.wakeup import WakeNotifier
 
 # The receiver's statements are tiny: anything slower means the database is in trouble,
 # and the provider should retry rather than wait on us.
@@ -62,7 +61,7 @@ class Database:
     def _insert_events(self, events: Sequence[ReceivedEvent]) -> Sequence[bool | Exception]:
         """One insert of the group commit (and its size, for the metrics)."""
         web_metrics.record_group_commit(len(events))
-        return receiver.insert_events(self.pool, events)
+        return store.insert_events(self.pool, events)
 
     def _connect_notifier(self) -> db.Connection:
         """The notifier thread's own connection, outside the pool: requests never wait on
