@@ -1,0 +1,47 @@
+"""The chaos soak's handlers (INBOX_HANDLERS=bench.chaos_handlers).
+
+Every Stripe fixture type gets the same handler: one row in `chaos_effects` (made by
+bench/chaos.py, deliberately without a unique key, so an event applied twice shows as two
+rows instead of being hidden by a constraint) and one outbox message routed to the sink.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bench.harness import FIXTURES
+from inbox import handler
+
+EFFECTS_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_effects (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id text NOT NULL,
+    attempt integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+)
+"""
+TOPIC = "chaos.effect"
+# An event whose id holds this marker stalls on its first attempt, so the backlog phase
+# can SIGKILL a worker while it holds a full batch (as bench/rescue.py's stall_once).
+STALL_MARKER = "_stall_"
+STALL_SECONDS = 120.0
+
+
+def fixture_types() -> list[str]:
+    """The event types of the Stripe fixture events the load sends."""
+    paths = sorted((FIXTURES / "stripe" / "events").glob("*.json"))
+    return sorted({json.loads(path.read_bytes())["type"] for path in paths})
+
+
+def apply(event, tx) -> None:
+    """The effect, then its message: both commit with the event's status, or neither."""
+    tx.execute("INSERT INTO chaos_effects (event_id, attempt) VALUES (%s, %s)",
+               [event.id, event.attempt])
+    tx.outbox(TOPIC, {"event": event.id})
+    if STALL_MARKER in event.id and event.attempt == 1:
+        time.sleep(STALL_SECONDS)  # killed here; the effect above rolls back
+
+
+for _type in fixture_types():
+    handler("stripe", _type)(apply)
