@@ -255,7 +255,7 @@ def verify(url: str, client: StripeLikeClient, sink: FlakySink, figures: ChaosFi
                 "SELECT i.event_id, o.idempotency_key, o.status FROM outbox o"
                 " JOIN inbox i ON i.id = o.inbox_id WHERE o.topic = %s", [TOPIC]):
             messages.setdefault(event_id, []).append((key, status))
-        figures.stuck = pending_rows(url)
+        figures.stuck = max(figures.stuck, pending_rows(url))
     acked = set(client.acked)
     figures.messages = sum(len(found) for found in messages.values())
     for event_id in sorted(acked | set(stored)):
@@ -296,7 +296,10 @@ def soak(options: ChaosOptions) -> ChaosFigures:
             client.start().set_rate(options.rate)
             figures.restarts = chaos(cluster, fleet, options, rng)
             client.set_rate(0)
-            settle(url, fleet, client, sink, options.drain_deadline)
+            if not settle(url, fleet, client, sink, options.drain_deadline):
+                figures.stuck = pending_rows(url)  # the backlog phase must not hide them
+                figures.problems.append(f"not drained after the chaos: {figures.stuck} "
+                                        f"rows pending, {client.figures}")
             backlog_phase(url, fleet, client, figures, options.backlog, options.drain_deadline)
             settle(url, fleet, client, sink, options.drain_deadline)
             fleet.reap()
