@@ -7,11 +7,10 @@ rows instead of being hidden by a constraint) and one outbox message routed to t
 
 from __future__ import annotations
 
-import json
 import time
 
-from bench.harness import FIXTURES
 from inbox import handler
+from inbox.fixtures import stripe_event_types
 
 EFFECTS_TABLE = """
 CREATE TABLE IF NOT EXISTS chaos_effects (
@@ -28,12 +27,6 @@ STALL_MARKER = "_stall_"
 STALL_SECONDS = 120.0
 
 
-def fixture_types() -> list[str]:
-    """The event types of the Stripe fixture events the load sends."""
-    paths = sorted((FIXTURES / "stripe" / "events").glob("*.json"))
-    return sorted({json.loads(path.read_bytes())["type"] for path in paths})
-
-
 def apply(event, tx) -> None:
     """The effect, then its message: both commit with the event's status, or neither."""
     tx.execute("INSERT INTO chaos_effects (event_id, attempt) VALUES (%s, %s)",
@@ -43,5 +36,5 @@ def apply(event, tx) -> None:
         time.sleep(STALL_SECONDS)  # killed here; the effect above rolls back
 
 
-for _type in fixture_types():
+for _type in stripe_event_types():
     handler("stripe", _type)(apply)

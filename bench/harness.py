@@ -32,7 +32,6 @@ from inbox.throwaway import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
-FIXTURES = Path(os.environ.get("INBOX_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures"))
 BENCH_SECRET = "whsec_bench_secret_not_a_real_one"
 BOOT_DEADLINE_SECONDS = 60
 STOP_GRACE_SECONDS = 20
@@ -54,7 +53,8 @@ BENCH_MODULES = ("pgqueuer", "procrastinate", "asyncpg")
 
 
 def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:
-    """Install missing system tools (apt, as root) and the `bench` extra (pip)."""
+    """Install missing system tools (apt, as root) and the `bench` extra (pip, at the
+    versions requirements-dev.txt pins, beside the tests' and the deploy's)."""
     missing = [SYSTEM_TOOLS[tool] for tool in tools if not find_tool(tool)]
     if missing:
         apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
@@ -65,8 +65,10 @@ def ensure_tools(tools: Sequence[str] = ("wrk", "pgbench")) -> None:
     py_spy = Path(sys.executable).parent / "py-spy"
     if any(importlib.util.find_spec(name) is None for name in BENCH_MODULES) or \
             not py_spy.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e",
-                        f"{REPO}[bench]"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint",
+                        str(REPO / "requirements-dev.txt"), "-e", f"{REPO}[bench]"],
+                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "check"], check=True)
 
 
 def find_tool(name: str) -> str | None:
@@ -120,6 +122,23 @@ def procfile_line(name: str) -> list[str]:
     if command is None:
         raise RuntimeError(f"no {name}: line in the Procfile")
     return shlex.split(command)
+
+
+# gunicorn's optional C HTTP parser, for `ingest --parsers` only. `gunicorn[fast]` of the
+# pinned gunicorn (27.0.1) asks for gunicorn_h1c >= 0.6.14, which PyPI does not have (0.6.10
+# is its newest): the extra cannot be installed, so the benchmark installs the newest
+# gunicorn_h1c on its own, outside the virtualenv (the tests keep the Python parser).
+H1C_VERSION = "0.6.10"
+
+
+def h1c_path() -> Path:
+    """A folder holding gunicorn_h1c, for the PYTHONPATH of the servers that use it."""
+    target = REPO / ".cache" / "bench" / f"gunicorn_h1c-{H1C_VERSION}"
+    if not (target / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--target", str(target), f"gunicorn_h1c=={H1C_VERSION}"], check=True)
+        (target / ".complete").touch()
+    return target
 
 
 def venv_env(**extra: str) -> dict[str, str]:

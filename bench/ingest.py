@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from bench.harness import (
     ensure_tools,
     free_port,
     fresh_database,
+    h1c_path,
     postgres,
     postmaster_pid,
     procfile_line,
@@ -94,6 +96,8 @@ class Server:
     name: str
     app: str
     stores: bool  # the app writes to the database: fresh ids each round, rows counted
+    gunicorn_args: tuple[str, ...] = ()  # on top of the WebConfig's (`--parsers`)
+    env: dict[str, str] = field(default_factory=dict)
     base: str = ""
     pid: int = 0
     results: list[WrkResult] = field(default_factory=list)
@@ -122,10 +126,12 @@ class Server:
 def serve(server: Server, config: WebConfig, database_url: str) -> Iterator[Server]:
     """The Procfile's web command with `server.app` as the app, healthy."""
     argv = procfile_line("web")
-    argv = [*argv[:-1], *config.args(), server.app]
+    argv = [*argv[:-1], *config.args(), *server.gunicorn_args, server.app]
     port = free_port()
     env = venv_env(PORT=str(port), DATABASE_URL=database_url,
                    STRIPE_WEBHOOK_SECRET=BENCH_SECRET)
+    if "PYTHONPATH" in server.env:
+        env["PYTHONPATH"] = f"{server.env['PYTHONPATH']}{os.pathsep}{env['PYTHONPATH']}"
     with running(argv, env=env, name="web") as process:
         server.base = f"http://127.0.0.1:{port}"
         server.pid = process.popen.pid
@@ -191,6 +197,37 @@ def measure(servers: list[Server], config: WebConfig, args: argparse.Namespace,
     return profile_text
 
 
+# `--parsers`: gunicorn's pure Python HTTP parser (today's configuration, forced so an
+# installed gunicorn_h1c cannot slip in) beside its C parser (`--http-parser fast`, which
+# fails rather than fall back), for the receiver and for the bare endpoint.
+PYTHON_PARSER = ("--http-parser", "python")
+C_PARSER = ("--http-parser", "fast")
+
+
+def build_servers(args: argparse.Namespace) -> list[Server]:
+    """The receiver first, then its variants, then the bare endpoint(s)."""
+    if args.parsers:
+        c_env = {"PYTHONPATH": str(h1c_path())}
+        return [
+            Server("receiver", RECEIVER_APP, stores=True, gunicorn_args=PYTHON_PARSER),
+            Server("receiver, C parser", RECEIVER_APP, stores=True, gunicorn_args=C_PARSER,
+                   env=c_env),
+            Server("bare Flask", BARE_APP, stores=False, gunicorn_args=PYTHON_PARSER),
+            Server("bare Flask, C parser", BARE_APP, stores=False, gunicorn_args=C_PARSER,
+                   env=c_env),
+        ]
+    servers = [Server("receiver", RECEIVER_APP, stores=True)]
+    servers += [Server(f"variant {v}", f'bench.receiver_variants:create_app("{v}")',
+                       stores=True) for v in variants(args)]
+    servers.append(Server("bare Flask", BARE_APP, stores=False))
+    return servers
+
+
+def bare_of(servers: list[Server]) -> Server:
+    """The bare endpoint every ratio is taken against (the first, Python parser)."""
+    return next(s for s in servers if s.app == BARE_APP)
+
+
 def variants(args: argparse.Namespace) -> list[str]:
     """The receiver variants to measure: none, the ones named, or all for a bare flag."""
     if args.variants is None:
@@ -205,7 +242,7 @@ HEADERS = ["app", "gunicorn", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", 
 
 
 def rows(servers: list[Server], config: WebConfig) -> list[list[object]]:
-    bare = next(s for s in servers if s.app == BARE_APP)
+    bare = bare_of(servers)
     out = []
     for server in servers:
         results = server.results
@@ -238,21 +275,19 @@ def run(args: argparse.Namespace) -> Report:
     with postgres() as cluster:
         for number, config in enumerate(configs):
             url = fresh_database(cluster, "bench_ingest")
-            servers = [Server("receiver", RECEIVER_APP, stores=True)]
-            servers += [Server(f"variant {v}", f'bench.receiver_variants:create_app("{v}")',
-                               stores=True) for v in variants(args)]
-            servers.append(Server("bare Flask", BARE_APP, stores=False))
+            servers = build_servers(args)
             profile_text = measure(servers, config, args, url, prefix=f"c{number}",
                                    postmaster=postmaster_pid(cluster)) or profile_text
             config_rows = rows(servers, config)
             print(table(HEADERS, config_rows), flush=True)
             all_rows += config_rows
-            outcomes.append((config, servers[0], servers[-1]))
+            outcomes.append((config, servers[0], bare_of(servers)))
     report = Report(
         "ingest: POST /webhooks/stripe beside bare Flask",
         f"python -m bench ingest --seconds {args.seconds:g} --rounds {args.rounds} "
         f"--connections {args.connections}" + (" --sweep" if args.sweep else "")
         + (" --variants " + " ".join(variants(args)) if variants(args) else "")
+        + (" --parsers" if args.parsers else "")
         + (" --profile" if args.profile else ""),
     )
     report.body = table(HEADERS, all_rows)
@@ -300,6 +335,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="*", choices=VARIANTS, metavar="VARIANT",
                         help="also measure proposed receiver changes (bench/"
                              f"receiver_variants.py): {', '.join(VARIANTS)}; none named: all")
+    parser.add_argument("--parsers", action="store_true",
+                        help="gunicorn's Python HTTP parser beside its C parser "
+                             "(gunicorn_h1c), for the receiver and the bare endpoint")
     parser.add_argument("--profile", action="store_true",
                         help="sample the receiver with py-spy during its first round")
     parser.add_argument("--profile-idle", action="store_true",

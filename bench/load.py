@@ -16,21 +16,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import BENCH_DIR, BENCH_SECRET, FIXTURES, find_tool
+from bench.harness import BENCH_DIR, BENCH_SECRET, find_tool
+from inbox.fixtures import stripe_event_bytes, stripe_event_types
 from inbox.providers.stripe import sign
 
 ID_PLACEHOLDER = "evt_BENCH_ID_PLACEHOLDER"
 
 
 def stripe_templates() -> list[bytes]:
-    """The nine fixture events, compact JSON (about 3 KB each), with an id placeholder."""
+    """The nine fixture events (the package's, inbox/fixtures/stripe/, in file-name order),
+    compact JSON (about 3 KB each), with an id placeholder."""
     templates = []
-    for path in sorted((FIXTURES / "stripe" / "events").glob("*.json")):
-        event = json.loads(path.read_bytes())
+    for event_type in sorted(stripe_event_types()):
+        event = json.loads(stripe_event_bytes(event_type))
         event["id"] = ID_PLACEHOLDER
         templates.append(json.dumps(event, separators=(",", ":")).encode())
-    if not templates:
-        raise RuntimeError(f"no Stripe fixture events in {FIXTURES}")
     return templates
 
 

@@ -47,9 +47,13 @@ def post_fork(server, worker) -> None:
     (`python -m bench ingest --variants no_log`); with these off the receiver kept pace
     with the variant without a log line (1,696 vs 1,614 req/s). Only in the web process:
     handlers' own logging elsewhere may print thread names.
+
+    The process id stays (`logProcesses`): gunicorn's own log format prints
+    `[%(process)d]`, and without it every line gunicorn logs from a worker (a stop, each
+    malformed request it rejects) was a `--- Logging error ---` traceback instead. It is
+    one `os.getpid()` per record, not the name lookups above.
     """
     logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
     configure_logging()
 

@@ -3,19 +3,46 @@
 Each statement in those files starts with a header line `-- name: <entity>_<verb>`; the
 comment lines after the header document it. Runtime code never carries SQL strings of its
 own: it asks for a query by name, so "where is the claim query" has one answer.
+
+The SQL folder is found by path, beside the imported package (`sql_dir`), not imported as a
+module: see docs/decisions.md, "SQL found beside the imported package".
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
+from pathlib import Path
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 class UnknownQuery(KeyError):
     """No query of that name in sql/queries/*.sql."""
+
+
+class MissingSQL(FileNotFoundError):
+    """The SQL folder is neither beside the imported package nor in its checkout."""
+
+
+@functools.cache
+def sql_dir() -> Path:
+    """The folder holding `migrations/` and `queries/`: the installed package's `inbox/sql/`
+    (package data of the wheel, mapped from the repository's sql/ by pyproject.toml), else
+    the checkout's `sql/`, at the top of the repository next to `inbox/`.
+
+    Looked up beside whichever `inbox` was imported, because that is not always the
+    installed one: run from the repository root, as a dyno runs the Procfile, gunicorn (and
+    `python -m`) put the working directory first on sys.path, so the checkout's `inbox/`
+    shadows the installed package, and the installed module `inbox.sql` is not there. The
+    same two places cover an editable install (the checkout) and a wheel run anywhere.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = (package / "sql", package.parent / "sql")
+    for candidate in candidates:
+        if (candidate / "queries").is_dir() and (candidate / "migrations").is_dir():
+            return candidate
+    raise MissingSQL(f"no SQL folder in {' or '.join(map(str, candidates))}")
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -33,10 +60,7 @@ def parse_queries(text: str) -> dict[str, str]:
 def all_queries() -> dict[str, str]:
     """Every named query of every file in sql/queries/, read once per process."""
     queries: dict[str, str] = {}
-    folder = resources.files("inbox.sql.queries")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".sql"):
-            continue
+    for entry in sorted((sql_dir() / "queries").glob("*.sql")):
         for name, statement in parse_queries(entry.read_text(encoding="utf-8")).items():
             if name in queries:
                 raise ValueError(f"query {name!r} is defined in two files")
@@ -55,7 +79,7 @@ def query(name: str) -> str:
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for each sql/migrations/NNNN_*.sql, in version order."""
     found = []
-    for entry in resources.files("inbox.sql.migrations").iterdir():
+    for entry in (sql_dir() / "migrations").iterdir():
         match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -17,22 +16,25 @@ from werkzeug.serving import make_server
 from inbox.providers.stripe import sign
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = Path(
-    os.environ.get("INBOX_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")
-)
-STRIPE_EVENTS = SHARED_FIXTURES / "stripe" / "events"
+# The test data lives in the repository, so a clone anywhere passes its own tests:
+# tests/fixtures/ (README.md: where each file came from) holds the signature vectors and the
+# Stripe sources; the nine Stripe events themselves are the package's copy (one copy, the
+# one `inbox send-test-event` ships).
+FIXTURES = REPO / "tests" / "fixtures"
+STRIPE_EVENTS = REPO / "inbox" / "fixtures" / "stripe"
 TEST_SECRET = "whsec_test_secret_for_the_inbox_tests"
 
 
 def stripe_event_files() -> list[Path]:
-    """The nine real Stripe event documents of the shared fixtures."""
+    """The nine Stripe event documents of the fixture story, sorted by file name."""
     files = sorted(STRIPE_EVENTS.glob("*.json"))
     assert len(files) == 9, f"expected 9 Stripe fixture events in {STRIPE_EVENTS}"
     return files
 
 
 def signature_cases(name: str) -> dict[str, Any]:
-    return json.loads((SHARED_FIXTURES / "signatures" / name).read_text(encoding="utf-8"))
+    """One file of tests/fixtures/signatures/ (the vectors' format: tests/fixtures/README.md)."""
+    return json.loads((FIXTURES / "signatures" / name).read_text(encoding="utf-8"))
 
 
 def signed_headers(body: bytes, timestamp: int, secret: str = TEST_SECRET) -> dict[str, str]:

@@ -5,7 +5,9 @@ the example app's seed (the story's customer) and runs web, worker and relay;
 `send-test-event --all` sends the billing story, with nothing added by hand; `inbox status
 --json` sees all of it processed and its messages sent; Ctrl-C (SIGINT to the process
 group, as a terminal sends it) stops everything, the embedded server included; a second
-start finds the data again.
+start finds the data again. SIGINT or SIGTERM sent to the `inbox dev` process alone (a
+process manager, `kill PID`) stops everything it started just as well, and no start or stop
+prints a traceback or a logging error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_support import INBOX, cli_env, inbox
-from tests.support import REPO, free_port
+from tests.support import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -154,3 +156,66 @@ def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
     wait_no_server(pgdata)
     assert "Signing secret:" in log.read_text()
     assert "Demo data:       handlers/seeds/0001_demo_customer.sql" in log.read_text()
+    assert_clean(log.read_text())
+
+
+def assert_clean(output: str) -> None:
+    for failure in ("Traceback", "Logging error"):
+        assert failure not in output, f"inbox dev printed {failure!r}:\n{output}"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` now (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids that still name a running (not zombie) process."""
+    running = set()
+    for pid in pids:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_dev_process_alone_stops_everything(dev_dir, tmp_path, signum):
+    pgdata = dev_dir / "pgdata"
+    port = free_port()
+    log = tmp_path / "dev.log"
+    process = start_dev(cli_env(dev_dir), port, log)
+    try:
+        wait_ready(port, process, log)
+        started = descendants(process.pid)  # honcho's shells, gunicorn, supervisors, children
+        assert len(started) >= 6, started
+        assert servers_using(pgdata)
+        os.kill(process.pid, signum)  # the process alone, not its group
+        returncode = process.wait(timeout=STOP_DEADLINE_SECONDS)
+    finally:
+        if process.poll() is None or alive(descendants(process.pid)):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert returncode in (0, 130, 143), returncode
+    wait_for(lambda: not alive(started), "the processes inbox dev started to exit",
+             timeout=STOP_DEADLINE_SECONDS)
+    wait_no_server(pgdata)
+    assert_clean(log.read_text())

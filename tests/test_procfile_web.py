@@ -1,4 +1,5 @@
-"""The Procfile's `web` line, run as written by gunicorn, takes a real signed event."""
+"""The Procfile's `web` line, run as written by gunicorn, takes a real signed event, and
+logs each malformed request it rejects as one readable line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +98,52 @@ def test_procfile_web_line_serves_the_receiver(database_url, db):
     # Stopping gunicorn leaves nothing behind: no pool connection, no notifier connection.
     wait_for(lambda: web_connections(db, "inbox-web%") == 0, "the web connections to close")
     assert '"outcome": "stored"' in output  # the structured request log reached stderr
+
+
+# Requests gunicorn's parser refuses before the app sees them (one connection each), and
+# the status line it answers with.
+MALFORMED = [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET / HTTP/9.9\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"400"),
+    (b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
+    (b"GET / HTTP/1.1\r\nX: " + b"b" * 10000 + b"\r\n\r\n", b"431"),
+]
+
+
+def send_raw(port: int, request: bytes) -> bytes:
+    """Send bytes on a fresh connection; the first line of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_malformed_requests_are_one_log_line_each(database_url):
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "DATABASE_URL": database_url,
+           "STRIPE_WEBHOOK_SECRET": TEST_SECRET, "WEB_CONCURRENCY": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    web = procfile_commands(REPO / "Procfile")["web"]
+    # bash, as a dyno runs a Procfile line: it execs the one command, so the exit code is
+    # gunicorn's (dash stays as gunicorn's parent and dies of the SIGTERM itself).
+    process = subprocess.Popen(["bash", "-c", web], cwd=REPO, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        for request, status in MALFORMED:
+            assert send_raw(port, request).split(b" ")[1] == status, request[:40]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert process.returncode == 0, output
+    rejected = [line for line in output.splitlines() if "Invalid request from ip=" in line]
+    assert len(rejected) == len(MALFORMED), output
+    assert "Traceback" not in output and "Logging error" not in output, output
+    assert "Worker exiting" in output and "Shutting down: Master" in output

@@ -1,5 +1,5 @@
-"""GitHub, Shopify and Standard Webhooks: all 38 generic signature cases of the shared
-fixtures through the HTTP endpoint, plus the naming rules of each provider."""
+"""GitHub, Shopify and Standard Webhooks: all 38 generic signature cases of
+tests/fixtures/signatures through the HTTP endpoint, plus the naming rules of each provider."""
 
 from __future__ import annotations
 

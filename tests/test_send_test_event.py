@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from inbox.providers.stripe import StripeProvider
 from inbox.testevents import fresh_event, new_event_id
 from inbox.web import create_app
 from tests.cli_support import cli_env, inbox
-from tests.support import REPO, TEST_SECRET, serve_wsgi, stripe_event_files
+from tests.support import FIXTURES, REPO, TEST_SECRET, serve_wsgi, stripe_event_files
 
 
 @pytest.fixture
@@ -35,11 +36,15 @@ def stored(db) -> list[tuple]:
     ).fetchall()
 
 
-def test_the_packaged_events_are_the_shared_fixtures():
+def test_the_packaged_events_are_the_fixtures_sources_describe():
+    """The one copy of the nine events (inbox/fixtures/stripe/) is, byte for byte, what
+    tests/fixtures/stripe/source/changes.json records (sha256 of each file)."""
     shared = {path.stem: path.read_bytes() for path in stripe_event_files()}
     assert set(shared) == set(STRIPE_STORY)
+    changes = json.loads((FIXTURES / "stripe" / "source" / "changes.json").read_text())
     for event_type, body in shared.items():
         assert stripe_event_bytes(event_type) == body
+        assert hashlib.sha256(body).hexdigest() == changes[event_type]["file_sha256"]
     created = [json.loads(stripe_event_bytes(t))["created"] for t in STRIPE_STORY]
     assert created == sorted(created)  # STRIPE_STORY is the story's order
 

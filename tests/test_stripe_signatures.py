@@ -1,4 +1,4 @@
-"""All 32 Stripe-Signature cases of the shared fixtures, through the HTTP endpoint."""
+"""All 32 Stripe-Signature cases of tests/fixtures/signatures, through the HTTP endpoint."""
 
 from __future__ import annotations
 

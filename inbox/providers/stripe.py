@@ -1,7 +1,7 @@
 """Stripe: the `Stripe-Signature` header, checked with the stripe SDK.
 
 The SDK computes and compares the HMAC; around it we are stricter than the SDK in three
-documented ways (see shared/fixtures/signatures): exactly one `t=` element, a timestamp
+documented ways (see tests/fixtures/signatures): exactly one `t=` element, a timestamp
 no further from now than the tolerance in *either* direction (the SDK only checks age),
 and a non-empty body. Several secrets may be configured at once, for rotation.
 """
