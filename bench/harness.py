@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from inbox.dev import procfile_commands
+from inbox.cli.dev import procfile_commands
 from inbox.migrations import migrate
 from inbox.throwaway import Cluster
 

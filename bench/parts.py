@@ -28,7 +28,7 @@ from inbox.config import Settings
 from inbox.providers import ReceivedEvent, parse_json_object
 from inbox.providers.stripe import StripeProvider, sign
 from inbox.queries import query
-from inbox.store.receiver import insert_events
+from inbox.web.store import insert_events
 
 REPEATS = 5
 

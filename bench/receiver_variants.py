@@ -8,11 +8,11 @@ insert's commit, then from one coalescing thread per process; no connection chec
 request; the webhook route outside Flask's request handling.)
 
 - wake_gap_5ms, wake_gap_1ms: the notifier rests 5 ms (its setting until the fifth
-  session) or 1 ms after each NOTIFY instead of 10 (inbox/store/wakeup.py has the
+  session) or 1 ms after each NOTIFY instead of 10 (inbox/web/wakeup.py has the
   latency measurements; at ~1,000 req/s 10 ms saved ~60 us of CPU per request against 5).
 - no_wake: no NOTIFY at all (workers would rely on polling): the most a wake-up can cost.
 - no_group: each request inserts its own event on a pooled connection, as before group
-  commit (inbox/store/group_commit.py).
+  commit (inbox/web/group_commit.py).
 - no_log: no request log line: the most the log line can cost.
 - notify_in_insert: the insert notifies the workers itself, in its own statement (a CTE),
   when it stored anything; no notifier thread, no NOTIFY transaction, no rest between NOTIFYs.
@@ -37,7 +37,7 @@ VARIANTS = ("wake_gap_5ms", "wake_gap_1ms", "no_wake", "no_group", "no_log",
 
 
 def create_app(variant: str = "as_is") -> Flask:
-    from inbox.store import wakeup
+    from inbox.web import wakeup
 
     if variant == "wake_gap_5ms":
         wakeup.COALESCE_SECONDS = 0.005
@@ -46,7 +46,7 @@ def create_app(variant: str = "as_is") -> Flask:
     elif variant == "no_wake":
         wakeup.WakeNotifier.wake = lambda self: None  # type: ignore[method-assign]
     elif variant == "no_group":
-        from inbox.store.group_commit import GroupCommit
+        from inbox.web.group_commit import GroupCommit
 
         def insert_alone(self, event):
             [result] = self._insert_many([event])
@@ -58,7 +58,7 @@ def create_app(variant: str = "as_is") -> Flask:
         GroupCommit.insert = insert_alone  # type: ignore[method-assign]
     elif variant == "notify_in_insert":
         from inbox import queries
-        from inbox.store import receiver
+        from inbox.web import store as receiver
 
         insert = queries.query("inbox_insert").rstrip().rstrip(";")
         body = insert.split("INSERT INTO", 1)[1].rsplit("RETURNING", 1)[0]
@@ -75,7 +75,7 @@ def create_app(variant: str = "as_is") -> Flask:
 
         logging.getLogger("inbox.web").disabled = True
     elif variant == "no_db":
-        from inbox.store.group_commit import GroupCommit
+        from inbox.web.group_commit import GroupCommit
 
         GroupCommit.insert = lambda self, event: True  # type: ignore[method-assign]
     elif variant == "no_verify":

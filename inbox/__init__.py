@@ -1,6 +1,6 @@
 """A transactional inbox and outbox for webhooks, on PostgreSQL alone."""
 
 from inbox.errors import Permanent
-from inbox.registry import handler
+from inbox.worker.registry import handler
 
 __all__ = ["Permanent", "handler"]

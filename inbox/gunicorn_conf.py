@@ -4,7 +4,7 @@ gevent workers, one process per core, chosen by measurement (`python -m bench in
 --sweep`, table in docs/decisions.md, "gunicorn gevent, one process per core"). A request
 waits on its commit's WAL flush; while it waits, the process takes the next requests, and
 the requests a process holds while one insert commits share the next insert (group
-commit, inbox/store/group_commit.py). Greenlets switch far more cheaply than gthread's OS
+commit, inbox/web/group_commit.py). Greenlets switch far more cheaply than gthread's OS
 threads hand the GIL around, and a process holds more requests at once: ~9 events per
 insert against ~3.6 for gthread 2x8, 1,695 against 1,128 req/s in the same run, p99 42
 against 55 ms. psycopg cooperates with gevent by itself (since 3.1.14); the worker

@@ -63,7 +63,7 @@ def seed(database_url: str, handler_modules: Sequence[str] = ()) -> list[str]:
     must be idempotent (`INSERT ... ON CONFLICT DO NOTHING`), and a development database
     that lost its demo rows gets them back at the next start.
     """
-    from inbox.registry import seeds_folder
+    from inbox.worker.registry import seeds_folder
 
     applied: list[str] = []
     with db.connect(database_url) as conn:
@@ -100,7 +100,7 @@ def _sql_files(folder: Path) -> list[Path]:
 
 def _migrate_handler_packages(conn: db.Connection, modules: Sequence[str]) -> list[str]:
     """Apply each handler package's migrations/NNNN_*.sql once, in name order."""
-    from inbox.registry import migrations_folder
+    from inbox.worker.registry import migrations_folder
 
     applied_now: list[str] = []
     for owner, folder in _handler_folders(modules, migrations_folder):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from inbox.dev import procfile_commands
+from inbox.cli.dev import procfile_commands
 from tests.support import REPO
 
 APP = json.loads((REPO / "app.json").read_text())

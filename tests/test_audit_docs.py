@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from inbox.psql import psql_program
+from inbox.cli.psql import psql_program
 from tests import audit_sample
 from tests.support import REPO
 

@@ -19,10 +19,10 @@ import pytest
 
 from inbox.config import Settings
 from inbox.migrations import migrate, seed
-from inbox.registry import Registry, load_handlers, seeds_folder
+from inbox.relay.transports.smtp import message_id
 from inbox.store import ops
-from inbox.transports.smtp import message_id
-from inbox.worker import Worker
+from inbox.worker.loop import Worker
+from inbox.worker.registry import Registry, load_handlers, seeds_folder
 from tests.support import REPO, signed_headers, stripe_event_files, wait_for
 from tests.test_relay import count_status, relay_settings, running_relay
 from tests.test_relay import outbox as relay_outbox

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from inbox.dev import procfile_commands
+from inbox.cli.dev import procfile_commands
 from tests.support import (
     REPO,
     TEST_SECRET,

@@ -25,10 +25,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from inbox.dev import procfile_commands
+from inbox.cli.dev import procfile_commands
+from inbox.cli.send_test_event import fresh_event, new_event_id
 from inbox.fixtures import stripe_event_bytes
 from inbox.providers.stripe import sign
-from inbox.testevents import fresh_event, new_event_id
 from tests.prod_venv import installed, lock_pins, pip_check, production_venv
 from tests.support import REPO, free_port, wait_for
 from tests.test_transports_smtp import smtp_server

@@ -13,8 +13,9 @@ from psycopg_pool import ConnectionPool
 from inbox import db as inbox_db
 from inbox.errors import DatabaseUnavailable, InvalidEvent
 from inbox.providers import ReceivedEvent
-from inbox.store import group_commit, receiver
-from inbox.store.group_commit import GroupCommit
+from inbox.web import group_commit
+from inbox.web import store as receiver
+from inbox.web.group_commit import GroupCommit
 from tests.support import wait_for
 
 

@@ -13,8 +13,8 @@ import pytest
 from inbox import db as inbox_db
 from inbox.config import Settings
 from inbox.migrations import migrate
-from inbox.store.wakeup import WakeNotifier
 from inbox.web import create_app
+from inbox.web.wakeup import WakeNotifier
 from tests.support import TEST_SECRET, signed_headers, stripe_event_files, wait_for
 
 CHANNEL = "inbox_events"

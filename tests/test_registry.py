@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import inbox
-from inbox.registry import (
+from inbox.worker.registry import (
     DuplicateHandler,
     HandlerImportError,
     Registry,
@@ -58,7 +58,7 @@ def test_the_public_decorator_fills_the_default_registry():
     def decorated(event, tx):
         pass
 
-    from inbox.registry import default_registry
+    from inbox.worker.registry import default_registry
 
     assert default_registry.lookup("test-registry", "decorated") is decorated
 

@@ -22,9 +22,9 @@ from standardwebhooks import Webhook
 from werkzeug.wrappers import Request, Response
 
 from inbox.config import Settings
-from inbox.relay import loop_spec
-from inbox.runner import ProcessControl, run_loop
-from inbox.store import relay as store
+from inbox.relay import store
+from inbox.relay.loop import loop_spec
+from inbox.runtime.runner import ProcessControl, run_loop
 from tests.support import serve_wsgi, wait_for
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -287,7 +287,7 @@ def test_the_log_route_logs_topic_key_and_payload(database_url, db):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(level=logging.INFO)
     handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("inbox.transports.log")
+    logger = logging.getLogger("inbox.relay.transports.log")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from inbox.store import relay as store
+from inbox.relay import store
 from tests.support import REPO, wait_for
 from tests.test_relay import add_messages, count_status, outbox, sink
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from inbox.config import ConfigError
-from inbox.routes import parse_routes
+from inbox.relay.routes import parse_routes
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
 

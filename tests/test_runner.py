@@ -15,9 +15,10 @@ import pytest
 
 from inbox.config import Settings
 from inbox.queries import query
-from inbox.registry import Registry
-from inbox.runner import Heartbeat, LoopSpec, ProcessControl, run_loop
-from inbox.worker import LISTEN_QUERY, Worker
+from inbox.runtime.runner import ProcessControl, run_loop
+from inbox.runtime.spec import Heartbeat, LoopSpec
+from inbox.worker.loop import LISTEN_QUERY, Worker
+from inbox.worker.registry import Registry
 from tests.support import wait_for
 from tests.worker_support import insert_events
 

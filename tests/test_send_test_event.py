@@ -10,10 +10,10 @@ import zipfile
 
 import pytest
 
+from inbox.cli.send_test_event import fresh_event, new_event_id
 from inbox.config import Settings
 from inbox.fixtures import STRIPE_STORY, stripe_event_bytes
 from inbox.providers.stripe import StripeProvider
-from inbox.testevents import fresh_event, new_event_id
 from inbox.web import create_app
 from tests.cli_support import cli_env, inbox
 from tests.support import FIXTURES, REPO, TEST_SECRET, serve_wsgi, stripe_event_files

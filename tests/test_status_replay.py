@@ -8,7 +8,7 @@ import sys
 
 import psycopg
 
-from inbox.store import worker as store
+from inbox.worker import store
 from tests.support import REPO
 from tests.worker_support import event_row, insert_events
 

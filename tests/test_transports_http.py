@@ -15,9 +15,14 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug.wrappers import Request, Response
 
-from inbox.routes import parse_routes
-from inbox.store.relay import OutboxMessage
-from inbox.transports.http import HttpTransport, classify, parse_retry_after, signature_headers
+from inbox.relay.routes import parse_routes
+from inbox.relay.store import OutboxMessage
+from inbox.relay.transports.http import (
+    HttpTransport,
+    classify,
+    parse_retry_after,
+    signature_headers,
+)
 from tests.support import serve_wsgi
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

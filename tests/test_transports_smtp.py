@@ -15,9 +15,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from inbox.routes import parse_routes
-from inbox.store.relay import OutboxMessage
-from inbox.transports.smtp import InvalidEmail, SmtpTransport, build_email, message_id
+from inbox.relay.routes import parse_routes
+from inbox.relay.store import OutboxMessage
+from inbox.relay.transports.smtp import InvalidEmail, SmtpTransport, build_email, message_id
 from tests.support import free_port
 
 USER, PASSWORD = "relay", "s3cret,with=odd@chars"

@@ -20,11 +20,11 @@ import pytest
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
 from inbox.queries import query
-from inbox.registry import Registry
 from inbox.store import ops
-from inbox.store import worker as store
-from inbox.store.worker import Outcome
-from inbox.worker import Worker
+from inbox.worker import store
+from inbox.worker.loop import Worker
+from inbox.worker.registry import Registry
+from inbox.worker.store import Outcome
 from tests.support import wait_for
 from tests.worker_support import (
     EFFECTS_TABLE,

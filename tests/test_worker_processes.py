@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from inbox.queries import query
-from inbox.runner import EXIT_INTERRUPTED, EXIT_OK
+from inbox.runtime.spec import EXIT_INTERRUPTED, EXIT_OK
 from tests.support import wait_for
 from tests.worker_support import (
     EFFECTS_TABLE,

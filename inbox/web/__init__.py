@@ -16,10 +16,9 @@ from werkzeug.exceptions import HTTPException
 from inbox import db
 from inbox.config import Settings
 from inbox.providers import Clock
-from inbox.store import receiver
-from inbox.store.group_commit import GroupCommit
-from inbox.store.wakeup import WakeNotifier
-from inbox.web import health, webhooks
+from inbox.web import health, store, webhooks
+from inbox.web.group_commit import GroupCommit
+from inbox.web.wakeup import WakeNotifier
 
 # The receiver's statements are tiny: anything slower means the database is in trouble,
 # and the provider should retry rather than wait on us.
@@ -37,7 +36,7 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self.notifier = WakeNotifier(self._connect_notifier)
-        self.inserter = GroupCommit(lambda events: receiver.insert_events(self.pool, events),
+        self.inserter = GroupCommit(lambda events: store.insert_events(self.pool, events),
                                     lambda: self.notifier.wake())
 
     @property

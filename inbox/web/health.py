@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from inbox.errors import DatabaseUnavailable
-from inbox.store import receiver
+from inbox.web import store
 
 bp = Blueprint("health", __name__)
 
@@ -18,7 +18,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     try:
-        problems = receiver.readiness(current_app.extensions["inbox.database"].pool)
+        problems = store.readiness(current_app.extensions["inbox.database"].pool)
     except DatabaseUnavailable as exc:
         problems = [str(exc)]
     if problems:

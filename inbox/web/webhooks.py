@@ -24,7 +24,7 @@ from werkzeug.wsgi import get_input_stream
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
 from inbox.providers import Clock, Provider, get_provider
-from inbox.store.group_commit import GroupCommit
+from inbox.web.group_commit import GroupCommit
 
 log = logging.getLogger("inbox.web")
 PREFIX = "/webhooks/"

@@ -1,7 +1,7 @@
 -- name: inbox_insert
 -- Store verified events exactly once: every event that reached one web process while its
 -- previous insert was committing, in one statement, so one transaction and one WAL flush
--- (group commit; inbox/store/group_commit.py). Each event is its own element of the
+-- (group commit; inbox/web/group_commit.py). Each event is its own element of the
 -- arrays; received_at is the transaction's time, so events of one insert share it.
 -- Only the rows stored come back: an event whose (provider, event_id) was already there,
 -- or came earlier in the same arrays, is a duplicate, which is a result, not an error.
@@ -18,7 +18,7 @@ RETURNING provider, event_id;
 
 -- name: inbox_wake_workers
 -- Wake idle workers, after inbox_insert committed, in a transaction of its own with
--- asynchronous commit. Sent by each web process's notifier thread (inbox/store/wakeup.py),
+-- asynchronous commit. Sent by each web process's notifier thread (inbox/web/wakeup.py),
 -- once for all the inserts committed since its previous one. Not in the insert's
 -- transaction: a transaction that notifies holds a cluster-wide lock from pre-commit until
 -- its commit record is flushed, so notifying inserts cannot share WAL flushes and the

@@ -6,7 +6,7 @@
 -- out of the due index while it is held. No transaction stays open during delivery.
 -- Topics in skip_topics go to a destination that is busy right now; leaving them lets
 -- the claim take messages for every other destination (no head-of-line blocking).
--- Never prepared (store.relay.claim): a generic plan made while the outbox was small would
+-- Never prepared (relay.store.claim): a generic plan made while the outbox was small would
 -- join by a sequential scan long after it has grown (see inbox_claim; the worker forgets its
 -- plans once per poll interval instead, docs/decisions.md).
 WITH due AS (

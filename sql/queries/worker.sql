@@ -49,7 +49,7 @@ RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type,
 
 -- name: inbox_payloads
 -- The payloads of a batch's events, read when a handler first reads `event.payload`
--- (BatchPayloads in inbox/worker.py), not by the claim: turning a 3 KB jsonb into text was
+-- (BatchPayloads in inbox/worker/loop.py), not by the claim: turning a 3 KB jsonb into text was
 -- ~40 us of PostgreSQL per event, more than half of the claim, and many events never need
 -- it (those without a handler, handlers that fetch the object from the provider's API).
 SELECT id, payload::text FROM inbox WHERE id = ANY (%(ids)b::bigint[]);

@@ -1,5 +1,7 @@
 """The supervisor: forks the runner's children, restarts them, stops them.
 
+`run(specs)` is how the worker and the relay start their loops:
+
 - forks `concurrency` children per LoopSpec; each runs `runner.run_loop` (`_child_main`);
 - restarts a child that dies (at once, then with a doubling delay while it keeps dying soon
   after its start);
@@ -23,16 +25,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inbox.runner import (
+from inbox.runtime.runner import ProcessControl, run_loop
+from inbox.runtime.spec import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SHUTDOWN_TIMEOUT,
     Heartbeat,
     LoopSpec,
-    ProcessControl,
     ignore_stop_signals,
-    run_loop,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ RESTART_DELAY_MAX_SECONDS = 5.0
 # A child that dies sooner than this after its start is restarted with a growing delay.
 QUICK_DEATH_SECONDS = 10.0
 SUPERVISOR_TICK_SECONDS = 0.05
+
+
+def run(specs: Sequence[LoopSpec]) -> int:
+    """Run the loops under a supervisor until SIGTERM/SIGINT; the process's exit code."""
+    return Supervisor(specs).run()
 
 
 @dataclass

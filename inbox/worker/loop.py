@@ -19,7 +19,7 @@ One `run_once()` is:
 attempts; every worker runs it on its poll tick. A crash of a worker holding a batch is
 weak evidence against each event of it: they are due again at once (each then runs alone);
 a crash with one event in hand is strong evidence: backoff, and `dead` at the limit. The
-runner (inbox/runner.py) drives both.
+runner (inbox/runtime/runner.py) drives both.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from inbox import db
 from inbox.backoff import next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
-from inbox.handler_tx import Event, HandlerTx
-from inbox.registry import Registry
-from inbox.runner import Control, LoopSpec, NullControl
-from inbox.store import worker as store
-from inbox.store.worker import ClaimedEvent, DeadLease, Lease, OutboxMessage, Outcome
+from inbox.runtime.spec import Control, LoopSpec, NullControl
+from inbox.worker import store
+from inbox.worker.handler_tx import Event, HandlerTx
+from inbox.worker.registry import Registry
+from inbox.worker.store import ClaimedEvent, DeadLease, Lease, OutboxMessage, Outcome
 
 log = logging.getLogger(__name__)
 

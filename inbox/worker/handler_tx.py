@@ -22,8 +22,8 @@ from functools import cached_property
 from typing import Any
 
 from inbox import db
-from inbox.store import worker as store
-from inbox.store.worker import OutboxMessage
+from inbox.worker import store
+from inbox.worker.store import OutboxMessage
 
 
 @dataclass(frozen=True)

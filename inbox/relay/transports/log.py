@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from inbox.routes import Route
-from inbox.store.relay import OutboxMessage
-from inbox.transports import Result
+from inbox.relay.routes import Route
+from inbox.relay.store import OutboxMessage
+from inbox.relay.transports import Result
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import time
 from datetime import datetime
 
 from inbox import db
+from inbox.cli.dev import database_url
 from inbox.config import ConfigError, Settings
-from inbox.dev import database_url
 from inbox.store import audit
 from inbox.timespec import duration_arg
 

@@ -16,8 +16,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from inbox.cli.dev import database_url
 from inbox.config import ConfigError, Settings
-from inbox.dev import database_url
 
 
 def psql_program() -> str:

@@ -1,6 +1,6 @@
 """The relay: deliver outbox messages to the outside world, at least once.
 
-The process loop is the runner's (inbox/runner.py: LISTEN outbox_messages + poll, crash
+The process loop is the runner's (inbox/runtime/runner.py: LISTEN outbox_messages + poll, crash
 rescue on every tick, graceful SIGTERM, a supervisor that restarts a dead child). `Relay` is
 its claimer, one per relay process, with
 - its own database connection: `run_once` leases due messages (`outbox_claim`: the attempt
@@ -40,11 +40,11 @@ from inbox import db
 from inbox.backoff import honour_retry_after, next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable
-from inbox.routes import Route, RouteTable, parse_routes
-from inbox.runner import Control, LoopSpec, NullControl
-from inbox.store import relay as store
-from inbox.store.relay import OutboxMessage, Outcome
-from inbox.transports import Result, Transport, build_transports
+from inbox.relay import store
+from inbox.relay.routes import Route, RouteTable, parse_routes
+from inbox.relay.store import OutboxMessage, Outcome
+from inbox.relay.transports import Result, Transport, build_transports
+from inbox.runtime.spec import Control, LoopSpec, NullControl
 
 logger = logging.getLogger(__name__)
 
@@ -386,10 +386,10 @@ def loop_spec(
 
 def run_relay(settings: Settings, concurrency: int | None = None, processes: int = 1) -> int:
     """`inbox relay`: deliver until SIGTERM (finish what is in hand); a second exits at once."""
-    from inbox import runner
+    from inbox.runtime import supervisor
 
     routes = parse_routes(settings.routes, settings.route_secrets)
     spec = loop_spec(settings, concurrency=concurrency, processes=processes, routes=routes)
     logger.info("relay: %d process(es) x %s delivery threads; routes: %s", processes,
                 concurrency or settings.relay_concurrency, routes.describe())
-    return runner.run([spec])
+    return supervisor.run([spec])

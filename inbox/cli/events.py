@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inbox import db
+from inbox.cli.dev import database_url
 from inbox.config import Settings
-from inbox.dev import database_url
 from inbox.store import audit
 from inbox.timespec import time_arg
 

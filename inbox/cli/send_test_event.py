@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from inbox import dev
+from inbox.cli import dev
 from inbox.config import ConfigError, Settings
 from inbox.fixtures import stripe_event_bytes, stripe_event_types
 from inbox.providers.stripe import SIGNATURE_HEADER, sign

@@ -24,9 +24,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
-from inbox.routes import Route
-from inbox.store.relay import OutboxMessage
-from inbox.transports import Result
+from inbox.relay.routes import Route
+from inbox.relay.store import OutboxMessage
+from inbox.relay.transports import Result
 
 DEFAULT_SENDER = "webhook-inbox@localhost"
 # 5xx answers that mean our credentials or TLS settings are wrong, not the message: retried,

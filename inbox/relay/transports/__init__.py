@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from inbox.config import Settings
-    from inbox.routes import Route
-    from inbox.store.relay import OutboxMessage
+    from inbox.relay.routes import Route
+    from inbox.relay.store import OutboxMessage
 
 MAX_ERROR_CHARS = 500
 
@@ -67,9 +67,9 @@ class Transport(Protocol):
 
 def build_transports(settings: Settings) -> dict[str, Transport]:
     """One transport per URL scheme, shared by all delivery threads (they are thread-safe)."""
-    from inbox.transports.http import HttpTransport
-    from inbox.transports.log import LogTransport
-    from inbox.transports.smtp import SmtpTransport
+    from inbox.relay.transports.http import HttpTransport
+    from inbox.relay.transports.log import LogTransport
+    from inbox.relay.transports.smtp import SmtpTransport
 
     http = HttpTransport(
         connect_timeout_seconds=settings.http_connect_timeout_seconds,

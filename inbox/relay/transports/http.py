@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from inbox.routes import Route
-from inbox.store.relay import OutboxMessage
-from inbox.transports import Result
+from inbox.relay.routes import Route
+from inbox.relay.store import OutboxMessage
+from inbox.relay.transports import Result
 
 USER_AGENT = "webhook-inbox-relay/0.1"
 BASE_HEADERS = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}

@@ -16,6 +16,7 @@ box. Only `inbox dev` does: `inbox migrate`, the release phase, never applies se
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -142,3 +143,14 @@ def _print_welcome(port: int, secret: str, url: str, embedded: bool,
 """,
         flush=True,
     )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run everything locally, on an embedded PostgreSQL unless DATABASE_URL is set."""
+    return run_dev(settings, port=args.port)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("dev", help="run web, worker and relay on a local database")
+    parser.add_argument("--port", type=int, default=5000, help="receiver port (default 5000)")
+    parser.set_defaults(func=run)

@@ -1,9 +1,10 @@
 """The process loop shared by the inbox worker and the outbox relay.
 
 A *claimer* leases due rows and processes them (`run_once`), and turns the leases of dead
-processes back into work (`rescue`). The runner does everything else:
+processes back into work (`rescue`). The runner and its supervisor do everything else
+(what both need, `LoopSpec` and the exit codes among it, is in inbox/runtime/spec.py):
 
-- **processes**: a supervisor (inbox/supervisor.py) forks `concurrency` children per loop
+- **processes**: a supervisor (inbox/runtime/supervisor.py) forks `concurrency` children per loop
   (after fork each makes its own connections), restarts a child that dies (a poison event
   calling os._exit, the OOM killer) and kills a child stuck on one item past its time
   budget (watchdog);
@@ -21,7 +22,7 @@ processes back into work (`rescue`). The runner does everything else:
 spec = LoopSpec(name="relay", database_url=url, listen_query="outbox_listen",
                 make_claimer=lambda control: Relay(settings, control=control),
                 poll_interval_seconds=settings.poll_interval_seconds, concurrency=2)
-sys.exit(run([spec]))
+sys.exit(supervisor.run([spec]))
 ```
 """
 
@@ -30,115 +31,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import mmap
 import os
 import select
-import signal
-import struct
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
 
 from inbox import db
 from inbox.errors import DatabaseUnavailable
 from inbox.queries import query
+from inbox.runtime.spec import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Claimer,
+    Heartbeat,
+    LoopSpec,
+    ignore_stop_signals,
+)
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILURE = 1  # an unexpected error (a bug), logged
-EXIT_SHUTDOWN_TIMEOUT = 3  # the graceful stop took too long: children were killed
-EXIT_INTERRUPTED = 130  # second SIGTERM or SIGINT: exited at once, work in hand rolled back
 
 DATABASE_RETRY_SECONDS = 1.0
 
 _DB_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
-
-
-class Control(Protocol):
-    """What a claimer gets from the runner."""
-
-    def stop_requested(self) -> bool:
-        """True once shutdown began: finish the item in hand, start no other."""
-        ...
-
-    def busy(self) -> None:
-        """An item's handler starts now (the watchdog times it)."""
-        ...
-
-    def idle(self) -> None:
-        """The item's handler is done."""
-        ...
-
-
-class Claimer(Protocol):
-    """One loop's unit of work, made in the child process by `LoopSpec.make_claimer`."""
-
-    def run_once(self) -> int:
-        """Claim due items and process them; how many were claimed (0: nothing due)."""
-        ...
-
-    def more_may_be_due(self, claimed: int) -> bool:
-        """After a turn that claimed `claimed` items: True to take another turn at once,
-        False to wait for a wake-up (a NOTIFY sent meanwhile ends the wait at once)."""
-        ...
-
-    def rescue(self) -> int:
-        """Recover the leases of dead processes; how many."""
-        ...
-
-    def release(self) -> int:
-        """Give back this claimer's leases without charging an attempt (exit at once)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class NullControl:
-    """A control that never stops and times nothing (tests, one-off use)."""
-
-    def stop_requested(self) -> bool:
-        return False
-
-    def busy(self) -> None:
-        pass
-
-    def idle(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class LoopSpec:
-    """One kind of loop and how many processes run it."""
-
-    name: str  # "worker", "relay": for logs
-    database_url: str
-    listen_query: str  # the named query that LISTENs on the wake-up channel
-    make_claimer: Callable[[Control], Claimer]  # called in the child, after fork
-    poll_interval_seconds: float
-    concurrency: int = 1
-    busy_limit_seconds: float | None = None  # watchdog: None or 0 disables it
-
-
-class Heartbeat:
-    """Per-child state in shared memory: "busy since" times (the watchdog's view of the
-    children) and whether each child waits for a wake-up (its siblings' view)."""
-
-    def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, 16 * max(slots, 1))  # anonymous, shared across fork
-
-    def set(self, slot: int, value: float) -> None:
-        struct.pack_into("d", self._memory, 16 * slot, value)
-
-    def get(self, slot: int) -> float:
-        return struct.unpack_from("d", self._memory, 16 * slot)[0]
-
-    def set_waiting(self, slot: int, waiting: bool) -> None:
-        struct.pack_into("d", self._memory, 16 * slot + 8, 1.0 if waiting else 0.0)
-
-    def waiting(self, slot: int) -> bool:
-        return struct.unpack_from("d", self._memory, 16 * slot + 8)[0] != 0.0
 
 
 class ProcessControl:
@@ -270,18 +184,6 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
         return EXIT_INTERRUPTED
     finally:
         _close(claimer, listener)
-
-
-def run(specs: Sequence[LoopSpec]) -> int:
-    """Run the loops under a supervisor until SIGTERM/SIGINT; the process's exit code."""
-    from inbox.supervisor import Supervisor
-
-    return Supervisor(specs).run()
-
-
-def ignore_stop_signals() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _readable(fds: list[int], timeout: float) -> list[int]:
