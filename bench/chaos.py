@@ -23,11 +23,14 @@ import argparse
 import contextlib
 import random
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
 
+from bench.__main__ import stop_on_sigterm
 from bench.chaos_handlers import EFFECTS_TABLE, TOPIC
 from bench.chaos_traffic import FlakySink, StripeLikeClient, serving
 from bench.harness import (
@@ -46,7 +49,7 @@ from bench.harness import (
 )
 from bench.report import Report
 from inbox.throwaway import Cluster
-from inbox.worker import DEFAULT_BATCH_SIZE
+from inbox.worker.loop import DEFAULT_BATCH_SIZE
 
 WEB_SLOTS = ("web1", "web2")
 WORKER_SLOTS = ("worker1", "worker2")
@@ -277,11 +280,26 @@ def verify(url: str, client: StripeLikeClient, sink: FlakySink, figures: ChaosFi
                                     f"messages={found}")
 
 
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C while the soak runs, so its `finally` blocks stop the
+    cluster and the processes (each in its own session, which a dying parent leaves
+    behind) also when pytest or a CI runner is terminated. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def soak(options: ChaosOptions) -> ChaosFigures:
     """The whole soak; every process and the cluster are stopped however it ends."""
     rng = random.Random(options.seed)
     figures = ChaosFigures()
-    with postgres() as cluster, serving(FlakySink()) as sink:
+    with sigterm_unwinds(), postgres() as cluster, serving(FlakySink()) as sink:
         url = fresh_database(cluster, "bench_chaos")
         execute(url, EFFECTS_TABLE)
         fleet = Fleet(url, sink.port, {slot: free_port() for slot in WEB_SLOTS})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos import ChaosOptions, soak
-from inbox.worker import DEFAULT_BATCH_SIZE
+from inbox.worker.loop import DEFAULT_BATCH_SIZE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
 
