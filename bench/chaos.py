@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bench.__main__ import stop_on_sigterm
-from bench.chaos_handlers import EFFECTS_TABLE, TOPIC
 from bench.chaos_traffic import FlakySink, StripeLikeClient, serving
 from bench.harness import (
     BENCH_SECRET,
@@ -63,6 +62,19 @@ PRODUCT_ENV = {
     "INBOX_POLL_INTERVAL_SECONDS": "0.5",
     "WEB_CONCURRENCY": "1",  # two web processes of one gunicorn worker each
 }
+# The handlers (bench/chaos_handlers.py, imported by the workers only) queue their
+# messages under this prefix; it is routed to the sink.
+TOPIC_PREFIX = "chaos."
+STALL_KIND = "stall"  # the event id holds "_stall_": its handler stalls on attempt 1
+# No unique key on event_id, on purpose: an event applied twice shows as two rows.
+EFFECTS_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_effects (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id text NOT NULL,
+    attempt integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+)
+"""
 CHAOS_TICK_SECONDS = 0.05
 SETTLE_POLL_SECONDS = 0.5
 HOLD_DEADLINE_SECONDS = 60.0
@@ -127,7 +139,7 @@ class Fleet:
     def __init__(self, database_url: str, sink_port: int, web_ports: dict[str, int]) -> None:
         self.env = venv_env(
             DATABASE_URL=database_url, STRIPE_WEBHOOK_SECRET=BENCH_SECRET,
-            INBOX_ROUTES=f"chaos.*=http://127.0.0.1:{sink_port}/deliveries,*=log:",
+            INBOX_ROUTES=f"{TOPIC_PREFIX}*=http://127.0.0.1:{sink_port}/deliveries,*=log:",
             **PRODUCT_ENV,
         )
         self.web_ports = web_ports
@@ -188,7 +200,8 @@ def settle(url: str, fleet: Fleet, client: StripeLikeClient, sink: FlakySink,
         fleet.reap()
         with contextlib.suppress(psycopg.OperationalError):
             if client.settled() and not pending_rows(url):
-                keys = count(url, "SELECT count(*) FROM outbox WHERE topic = %s", (TOPIC,))
+                keys = count(url, "SELECT count(*) FROM outbox WHERE topic LIKE %s",
+                             (f"{TOPIC_PREFIX}%",))
                 return len(sink.accepted) >= keys
         return False
 
@@ -221,7 +234,7 @@ def backlog_phase(url: str, fleet: Fleet, client: StripeLikeClient, figures: Cha
     batch (a stalled event first in it), then two workers drain the rest."""
     for slot in WORKER_SLOTS:
         fleet.stop(slot)
-    stall = client.add(1, kind="stall")[0]
+    stall = client.add(1, kind=STALL_KIND)[0]
     if not wait_until(lambda: stall in client.acked, timeout=deadline):
         raise RuntimeError("the stall event was not acknowledged")
     client.add(backlog, kind="backlog")
@@ -256,7 +269,8 @@ def verify(url: str, client: StripeLikeClient, sink: FlakySink, figures: ChaosFi
         messages: dict[str, list[tuple[str, str]]] = {}
         for event_id, key, status in conn.execute(
                 "SELECT i.event_id, o.idempotency_key, o.status FROM outbox o"
-                " JOIN inbox i ON i.id = o.inbox_id WHERE o.topic = %s", [TOPIC]):
+                " JOIN inbox i ON i.id = o.inbox_id WHERE o.topic LIKE %s",
+                [f"{TOPIC_PREFIX}%"]):
             messages.setdefault(event_id, []).append((key, status))
         figures.stuck = max(figures.stuck, pending_rows(url))
     acked = set(client.acked)

@@ -3,6 +3,9 @@
 Every Stripe fixture type gets the same handler: one row in `chaos_effects` (made by
 bench/chaos.py, deliberately without a unique key, so an event applied twice shows as two
 rows instead of being hidden by a constraint) and one outbox message routed to the sink.
+
+Only the worker processes import this module: imported by the soak's own process (a test
+run) it would register these handlers beside the example `handlers` of other tests.
 """
 
 from __future__ import annotations
@@ -12,17 +15,11 @@ import time
 from inbox import handler
 from inbox.fixtures import stripe_event_types
 
-EFFECTS_TABLE = """
-CREATE TABLE IF NOT EXISTS chaos_effects (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id text NOT NULL,
-    attempt integer NOT NULL,
-    at timestamptz NOT NULL DEFAULT now()
-)
-"""
+# bench/chaos.py routes "chaos.*" to its sink and reads the messages by that prefix.
 TOPIC = "chaos.effect"
-# An event whose id holds this marker stalls on its first attempt, so the backlog phase
-# can SIGKILL a worker while it holds a full batch (as bench/rescue.py's stall_once).
+# An event whose id holds this marker (bench/chaos.py's kind "stall") stalls on its first
+# attempt, so the backlog phase can SIGKILL a worker while it holds a full batch (as
+# bench/rescue.py's stall_once).
 STALL_MARKER = "_stall_"
 STALL_SECONDS = 120.0
 
