@@ -26,6 +26,8 @@ request; the webhook route outside Flask's request handling.)
 - no_db: every event answered as stored without touching the database: what the web
   process spends on storing (the insert's client side, group commit, the wake-up).
 - no_verify: no signature check: what verifying costs under load.
+- no_metrics: no counting of answers and group commits for /metrics (inbox/metrics/web.py):
+  what the web's own metrics cost the ingest path.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 from flask import Flask
 
 VARIANTS = ("wake_gap_5ms", "wake_gap_1ms", "no_wake", "no_group", "no_log",
-            "notify_in_insert", "no_db", "no_verify")
+            "notify_in_insert", "no_db", "no_verify", "no_metrics")
 
 
 def create_app(variant: str = "as_is") -> Flask:
@@ -82,6 +84,11 @@ def create_app(variant: str = "as_is") -> Flask:
         from inbox.providers.stripe import StripeProvider
 
         StripeProvider.verify = lambda self, body, header: None  # type: ignore[method-assign]
+    elif variant == "no_metrics":
+        from inbox.metrics import web as web_metrics
+
+        web_metrics.record_answer = lambda provider, outcome, seconds: None
+        web_metrics.record_group_commit = lambda events: None
     elif variant != "as_is":
         raise SystemExit(f"unknown receiver variant {variant!r}; known: {', '.join(VARIANTS)}")
     from inbox.web import create_app as product_app

@@ -60,6 +60,15 @@ class Settings:
     provider_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # How long the receiver waits for a database connection before answering 503.
     db_wait_seconds: float = 2.0
+    # The bearer token of GET /metrics; unset: no /metrics (404).
+    metrics_token: str | None = None
+    # Seconds between two l2met metrics lines of a process (inbox/metrics/l2met.py); 0: none.
+    log_metrics_seconds: float = 60.0
+    # Alerts (inbox/alerts/): the backlog age that raises one, the signature failures within
+    # five minutes that do, and the least time between two messages of one kind.
+    alert_backlog_seconds: float = 600.0
+    alert_signature_failures: int = 20
+    alert_interval_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +116,11 @@ class Settings:
             ),
             provider_secrets=_provider_secrets(env),
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
+            metrics_token=env.get("INBOX_METRICS_TOKEN") or None,
+            log_metrics_seconds=_number(env, "INBOX_LOG_METRICS_SECONDS", 60.0, float),
+            alert_backlog_seconds=_number(env, "INBOX_ALERT_BACKLOG_SECONDS", 600.0, float),
+            alert_signature_failures=_number(env, "INBOX_ALERT_SIGNATURE_FAILURES", 20, int),
+            alert_interval_seconds=_number(env, "INBOX_ALERT_INTERVAL_SECONDS", 300.0, float),
         )
 
     def require_database_url(self) -> str:

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 
 from inbox.logs import configure_logging
+from inbox.metrics import multiprocess as metrics_multiprocess
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
@@ -36,6 +37,17 @@ accesslog = None
 # Several web processes share a machine (dev, tests, benchmarks): no shared control socket.
 control_socket_disable = True
 errorlog = "-"
+
+
+def on_starting(server) -> None:
+    """In the master, before any web process exists: the folder where they add up their
+    metrics (inbox/metrics/multiprocess.py)."""
+    metrics_multiprocess.prepare_directory()
+
+
+def child_exit(server, worker) -> None:
+    """A web process ended: its live gauges go, its counters stay."""
+    metrics_multiprocess.worker_exited(worker.pid)
 
 
 def post_fork(server, worker) -> None:

@@ -36,7 +36,7 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
             with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # a busy machine
             time.sleep(0.1)
     raise AssertionError("gunicorn did not become healthy")
 

@@ -163,7 +163,7 @@ def test_one_log_line_per_request_without_secrets_or_payload(client, clock, capl
     assert len(lines) == 2
     stored, rejected = (json.loads(line) for line in lines)
     assert stored["outcome"] == "stored" and stored["event_id"] == json.loads(body)["id"]
-    assert rejected["outcome"] == "InvalidSignature" and rejected["status"] == 400
+    assert rejected["outcome"] == "invalid_signature" and rejected["status"] == 400
     text = "\n".join(lines)
     assert TEST_SECRET not in text
     assert headers["Stripe-Signature"] not in text

@@ -11,9 +11,8 @@ from typing import Any
 
 from inbox import db
 from inbox.queries import query
+from inbox.store import system_state
 
-INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
-OUTBOX_STATUSES = ("pending", "sent", "dead")
 REPLAYABLE_STATUSES = ("dead", "ignored", "processed")
 REPLAYABLE_OUTBOX_STATUSES = ("dead", "sent")
 
@@ -28,11 +27,9 @@ class ReplayedMessage:
 
 
 def status_counts(conn: db.Connection) -> dict[str, Any]:
-    """The contract's `inbox status --json` document: every status, zero when empty."""
-    inbox = dict.fromkeys(INBOX_STATUSES, 0)
-    inbox.update({status: count for status, count in conn.execute(query("inbox_status_counts"))})
-    outbox = dict.fromkeys(OUTBOX_STATUSES, 0)
-    outbox.update({status: n for status, n in conn.execute(query("outbox_status_counts"))})
+    """The contract's `inbox status --json` document: every status, zero when empty
+    (exact, from the trigger-kept counts: no table is counted)."""
+    inbox, outbox = system_state.status_counts(conn)
     leased = conn.execute(query("inbox_leased_count")).fetchone()
     inbox["leased"] = leased[0] if leased else 0
     return {"inbox": inbox, "outbox": outbox}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from flask import Flask, Response
 from psycopg_pool import ConnectionPool
@@ -15,7 +16,9 @@ from werkzeug.exceptions import HTTPException
 
 from inbox import db
 from inbox.config import Settings
-from inbox.providers import Clock
+from inbox.metrics import endpoint as metrics_endpoint
+from inbox.metrics import web as web_metrics
+from inbox.providers import Clock, ReceivedEvent
 from inbox.web import health, store, webhooks
 from inbox.web.group_commit import GroupCommit
 from inbox.web.wakeup import WakeNotifier
@@ -36,8 +39,7 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self.notifier = WakeNotifier(self._connect_notifier)
-        self.inserter = GroupCommit(lambda events: store.insert_events(self.pool, events),
-                                    lambda: self.notifier.wake())
+        self.inserter = GroupCommit(self._insert_events, lambda: self.notifier.wake())
 
     @property
     def pool(self) -> ConnectionPool:
@@ -55,6 +57,11 @@ class Database:
                         check=False,
                     )
         return self._pool
+
+    def _insert_events(self, events: Sequence[ReceivedEvent]) -> Sequence[bool | Exception]:
+        """One insert of the group commit (and its size, for the metrics)."""
+        web_metrics.record_group_commit(len(events))
+        return store.insert_events(self.pool, events)
 
     def _connect_notifier(self) -> db.Connection:
         """The notifier thread's own connection, outside the pool: requests never wait on
@@ -80,6 +87,8 @@ def create_app(
     database = Database(settings, pool_size)
     app.extensions["inbox.database"] = database
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_endpoint.blueprint(
+        settings.metrics_token, lambda: db.connection(database.pool)))
     app.wsgi_app = webhooks.WebhookRoute(  # type: ignore[method-assign]
         app.wsgi_app, settings, clock, database.inserter)
     app.register_error_handler(HTTPException, _http_error_as_json)

@@ -23,6 +23,7 @@ from werkzeug.wsgi import get_input_stream
 
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
+from inbox.metrics import web as metrics
 from inbox.providers import Clock, Provider, get_provider
 from inbox.web.group_commit import GroupCommit
 
@@ -68,8 +69,11 @@ class WebhookRoute:
         try:
             status, headers, body = self._receive(environ, name, record)
         finally:
-            record["ms"] = round((time.perf_counter() - started) * 1000, 2)
+            seconds = time.perf_counter() - started
+            record["ms"] = round(seconds * 1000, 2)
             log.info(json.dumps(record))
+            known = name if name in self._providers else metrics.UNKNOWN_PROVIDER
+            metrics.record_answer(known, str(record.get("outcome", "internal_error")), seconds)
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers,
         ])
@@ -89,11 +93,13 @@ class WebhookRoute:
             return _http_error(record, exc)
         except UnknownProvider as exc:
             return _error(record, 404, "unknown_provider", str(exc))
-        except (InvalidSignature, InvalidEvent) as exc:
-            return _error(record, 400, type(exc).__name__, str(exc))
+        except InvalidSignature as exc:
+            return _error(record, 400, "InvalidSignature", str(exc), outcome="invalid_signature")
+        except InvalidEvent as exc:
+            return _error(record, 400, "InvalidEvent", str(exc), outcome="invalid_event")
         except DatabaseUnavailable:
             return _error(record, 503, "database_unavailable", "try again later",
-                          [("Retry-After", str(RETRY_AFTER_SECONDS))])
+                          [("Retry-After", str(RETRY_AFTER_SECONDS))], outcome="unavailable")
         except Exception:  # a bug: the provider retries, and the log has the traceback
             log.exception("receiving a %s delivery failed", name)
             return _error(record, 500, "internal_error", "the event was not stored")
@@ -132,14 +138,23 @@ def _provider_name(path: str) -> str | None:
     return name.encode("latin-1").decode("utf-8", "replace")
 
 
-def _error(record: dict[str, object], status: int, outcome: str, detail: str,
-           headers: Headers | None = None) -> tuple[int, Headers, bytes]:
-    record["outcome"] = outcome
+# The outcome (log line, metrics) of Werkzeug's HTTP errors, by status.
+HTTP_ERROR_OUTCOMES = {413: "too_large", 405: "method_not_allowed"}
+
+
+def _error(record: dict[str, object], status: int, error: str, detail: str,
+           headers: Headers | None = None, *, outcome: str | None = None
+           ) -> tuple[int, Headers, bytes]:
+    """An error answer named `error` in its body; `outcome` (default: `error`) is what the
+    request's log line and the metrics call it (web.OUTCOMES)."""
+    record["outcome"] = outcome or error
     record["status"] = status
-    return status, headers or [], error_body(outcome, detail)
+    return status, headers or [], error_body(error, detail)
 
 
 def _http_error(record: dict[str, object], exc: HTTPException, headers: Headers | None = None
                 ) -> tuple[int, Headers, bytes]:
     """Werkzeug's HTTP errors, answered as Flask's error handler answers them."""
-    return _error(record, exc.code or 500, exc.name, exc.description or "", headers)
+    status = exc.code or 500
+    return _error(record, status, exc.name, exc.description or "", headers,
+                  outcome=HTTP_ERROR_OUTCOMES.get(status, "bad_request"))

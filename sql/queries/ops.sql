@@ -1,16 +1,8 @@
--- name: inbox_status_counts
--- Events by status, for `inbox status`.
-SELECT status, count(*) FROM inbox GROUP BY status;
-
 -- name: inbox_leased_count
 -- Events a worker holds right now (between claim and outcome): the 'infinity' end of
 -- inbox_due_idx.
 SELECT count(*) FROM inbox
 WHERE status = 'pending' AND next_attempt_at = 'infinity' AND locked_backend IS NOT NULL;
-
--- name: outbox_status_counts
--- Messages by status, for `inbox status`.
-SELECT status, count(*) FROM outbox GROUP BY status;
 
 -- name: inbox_replay_ids
 -- `inbox replay EVENT_ID...`: back to `pending`, due now, with a fresh attempt budget. The

@@ -1,0 +1,97 @@
+"""The deployment's state as Prometheus gauges, read from PostgreSQL at each scrape.
+
+A custom collector rather than gauges set in advance: the figures belong to the database,
+not to the process answering, so they are read when asked for (inbox/store/system_state.py,
+a few index and catalog reads, whatever the tables' size). If the database cannot answer,
+the scrape still succeeds with `inbox_database_up 0` and the web process's own figures:
+an alert on that gauge is more useful than a failed scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import psycopg
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inbox import db
+from inbox.errors import DatabaseUnavailable
+from inbox.store import processes, system_state
+from inbox.store.system_state import SystemState
+
+log = logging.getLogger(__name__)
+
+ConnectionSource = Callable[[], AbstractContextManager[db.Connection]]
+
+
+class SystemCollector(Collector):
+    """Yields the system's gauges from one `system_state.read()` per scrape."""
+
+    def __init__(self, connection: ConnectionSource) -> None:
+        self._connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        try:
+            with self._connection() as conn:
+                state = system_state.read(conn)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("metrics: the database did not answer: %s", exc)
+            yield _gauge("inbox_database_up", "1 when the database answered this scrape.", 0)
+            return
+        yield _gauge("inbox_database_up", "1 when the database answered this scrape.", 1)
+        yield from _state_metrics(state)
+        yield _gauge("inbox_system_read_seconds",
+                     "Time this scrape spent reading the system's state from PostgreSQL.",
+                     time.perf_counter() - started)
+
+
+def _state_metrics(state: SystemState) -> Iterator[Metric]:
+    events = GaugeMetricFamily("inbox_events", "Inbox events by status (exact).",
+                               labels=["status"])
+    for status, count in state.inbox.items():
+        events.add_metric([status], count)
+    yield events
+    messages = GaugeMetricFamily("outbox_messages", "Outbox messages by status (exact).",
+                                 labels=["status"])
+    for status, count in state.outbox.items():
+        messages.add_metric([status], count)
+    yield messages
+    yield _gauge("inbox_due_events", "Inbox events due now (not leased).",
+                 state.inbox_backlog.due)
+    yield _gauge("inbox_oldest_due_seconds", "How long the oldest due event has waited "
+                 "since it became due (0 when none is due).",
+                 state.inbox_backlog.oldest_due_seconds)
+    yield _gauge("inbox_leased_events", "Inbox events a worker holds right now.",
+                 state.inbox_backlog.leased)
+    yield _gauge("outbox_due_messages", "Outbox messages due now (not leased).",
+                 state.outbox_backlog.due)
+    yield _gauge("outbox_oldest_due_seconds", "How long the oldest due message has waited "
+                 "since it became due (0 when none is due).",
+                 state.outbox_backlog.oldest_due_seconds)
+    yield _gauge("outbox_leased_messages", "Outbox messages a relay holds right now.",
+                 state.outbox_backlog.leased)
+    alive = GaugeMetricFamily("inbox_processes_alive", "Workers, relays and web processes "
+                              "whose heartbeat is recent.", labels=["kind"])
+    for kind, count in processes.alive_by_kind(list(state.processes)).items():
+        alive.add_metric([kind], count)
+    yield alive
+    gone = GaugeMetricFamily("inbox_processes_gone", "Processes seen in the last day that "
+                             "stopped beating without saying goodbye.", labels=["kind"])
+    for kind in processes.KINDS:
+        gone.add_metric([kind], sum(1 for p in state.processes if p.kind == kind and not p.alive))
+    yield gone
+    attempts = GaugeMetricFamily("inbox_attempts_last_minute",
+                                 "Event attempts finished in the last minute, by outcome.",
+                                 labels=["outcome"])
+    for outcome, count in state.attempts_last_minute.items():
+        attempts.add_metric([outcome], count)
+    yield attempts
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)

@@ -1,0 +1,69 @@
+"""The state of the whole deployment, read from the database in four cheap statements.
+
+Any process can report it and every one reports the same figures, because they all come
+from PostgreSQL: `/metrics` on each web process today, the console's overview and
+`inbox status` when they share it. Counts by status are exact at any table size: the
+triggers of sql/migrations/0007_row_counts.sql keep them as rows change, so reading them
+never scans the tables (docs/decisions.md, "Counts kept by triggers").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from inbox import db
+from inbox.queries import query
+from inbox.store import processes
+from inbox.store.audit import ATTEMPT_OUTCOMES
+
+INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
+OUTBOX_STATUSES = ("pending", "sent", "dead")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Rows due now, the oldest one's wait since it became due, and rows leased now."""
+
+    due: int
+    oldest_due_seconds: float
+    leased: int
+
+
+@dataclass(frozen=True)
+class SystemState:
+    """Both tables' rows by status, their backlogs, and the last minute's attempts."""
+
+    inbox: Mapping[str, int]
+    outbox: Mapping[str, int]
+    inbox_backlog: Backlog
+    outbox_backlog: Backlog
+    attempts_last_minute: Mapping[str, int]
+    processes: Sequence[processes.ProcessRow]  # workers, relays, web: alive first
+
+
+def status_counts(conn: db.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Inbox and outbox rows by status, exact (every status present, zero when none)."""
+    inbox = dict.fromkeys(INBOX_STATUSES, 0)
+    outbox = dict.fromkeys(OUTBOX_STATUSES, 0)
+    for table, status, count in conn.execute(query("system_status_counts")):
+        (inbox if table == "inbox" else outbox)[status] = count
+    return inbox, outbox
+
+
+def read(conn: db.Connection) -> SystemState:
+    """Read the deployment's state (every status and outcome present, zero when none)."""
+    inbox, outbox = status_counts(conn)
+    row = db.dict_cursor(conn).execute(query("system_backlog")).fetchone()
+    assert row is not None
+    attempts = dict.fromkeys(ATTEMPT_OUTCOMES, 0)
+    attempts.update(dict(conn.execute(query("system_attempts_last_minute")).fetchall()))
+    return SystemState(
+        inbox=inbox, outbox=outbox,
+        inbox_backlog=Backlog(row["inbox_due"], row["inbox_oldest_due_seconds"],
+                              row["inbox_leased"]),
+        outbox_backlog=Backlog(row["outbox_due"], row["outbox_oldest_due_seconds"],
+                               row["outbox_leased"]),
+        attempts_last_minute=attempts,
+        processes=processes.list_processes(conn),
+    )

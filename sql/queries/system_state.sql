@@ -1,0 +1,45 @@
+-- The state of the whole deployment, read from the database by any process that reports
+-- it (`/metrics` today; the console's overview and `inbox status` can share it). Every
+-- statement here stays cheap with 10,000,000 rows in the tables: it reads the counters the
+-- triggers of 0007_row_counts.sql keep, the partial due indexes, or the end of the
+-- BRIN-indexed attempts history.
+
+-- name: system_status_counts
+-- Rows by status of inbox and outbox: exact, from the trigger-kept counters.
+SELECT table_name, status, count FROM inbox_status_totals;
+
+-- name: system_backlog
+-- Per table: rows due now, how long the oldest of them has been due (0 when none), and
+-- rows leased right now. Due = pending - leased - scheduled later, all in this statement's
+-- snapshot: the pending total comes from the counters, and the two index ranges counted
+-- (the 'infinity' end of the due index, and retries scheduled after now) hold few rows
+-- unless a failure storm has scheduled many retries.
+WITH pending AS (
+    SELECT table_name, coalesce(sum(n), 0)::bigint AS n
+    FROM inbox_row_counts WHERE status = 'pending' GROUP BY table_name
+)
+SELECT greatest(0, coalesce((SELECT n FROM pending WHERE table_name = 'inbox'), 0)
+                   - (SELECT count(*) FROM inbox
+                      WHERE status = 'pending' AND next_attempt_at > now()))::bigint
+                                                                            AS inbox_due,
+       (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
+        FROM inbox WHERE status = 'pending' AND next_attempt_at <= now())  AS inbox_oldest_due_seconds,
+       (SELECT count(*) FROM inbox
+        WHERE status = 'pending' AND next_attempt_at = 'infinity')         AS inbox_leased,
+       greatest(0, coalesce((SELECT n FROM pending WHERE table_name = 'outbox'), 0)
+                   - (SELECT count(*) FROM outbox
+                      WHERE status = 'pending' AND next_attempt_at > now()))::bigint
+                                                                            AS outbox_due,
+       (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
+        FROM outbox WHERE status = 'pending' AND next_attempt_at <= now()) AS outbox_oldest_due_seconds,
+       (SELECT count(*) FROM outbox
+        WHERE status = 'pending' AND next_attempt_at = 'infinity')         AS outbox_leased;
+
+-- name: system_attempts_last_minute
+-- Attempts finished in the last minute, by outcome (processed, ignored, retry, dead,
+-- crashed). inbox_attempts grows at its end: the BRIN index on finished_at reads the last
+-- pages only, and the rows counted are one minute's throughput.
+SELECT outcome, count(*)
+FROM inbox_attempts
+WHERE finished_at >= now() - interval '1 minute'
+GROUP BY outcome;
