@@ -83,14 +83,14 @@ def time_pages(url: str, rounds: int) -> list[list[object]]:
         client.post("/console/login", data={"password": PASSWORD, "csrf_token": token})
         for what, path in pages(url):
             times = []
-            for n in range(rounds + 1):
+            for _ in range(rounds + 1):
                 started = time.perf_counter()
                 response = client.get(path)
-                elapsed = (time.perf_counter() - started) * 1000
+                times.append((time.perf_counter() - started) * 1000)
                 assert response.status_code in (200, 302), (path, response.status_code)
-                if n:  # the first opens the pool and warms the plans
-                    times.append(elapsed)
-            rows.append([what, path, *_figures(times)])
+            # The first view of the overview groups the whole day (later ones only the
+            # newest minutes); the first of any page may also open a pool connection.
+            rows.append([what, path, round(times[0], 1), *_figures(times[1:])])
     finally:
         app.extensions["inbox.database"].close()
     return rows
@@ -108,7 +108,7 @@ def chart_ms(url: str, rounds: int) -> list[list[object]]:
                     store.per_minute(conn, name, span, ("processed", "sent"))
                     if n:
                         times.append((time.perf_counter() - started) * 1000)
-                rows.append([f"{name}, {span}", "", *_figures(times)])
+                rows.append([f"{name}, {span}", "", "", *_figures(times)])
     return rows
 
 
@@ -132,14 +132,23 @@ def run(args: argparse.Namespace) -> Report:
         f"attempts in the last {args.events / 100 / 3600:.1f} hours (100/s), "
         f"{args.events // 10:,} outbox messages and delivery attempts; seeding took "
         f"{seeded:.0f} s. Server time of each page (Flask test client, in process, "
-        "rendering included), then the chart queries alone:", "",
-        table(["page", "path", "median ms", "p90 ms", "max ms"], page_rows + charts),
+        "rendering included; `first` is the first request, the others the next ones), "
+        "then the chart queries alone (what a first overview pays). The payload text "
+        "search is bounded by its 2 s budget, not held to the target: here every event was "
+        "received in the last 10 minutes, so it ends with \"narrow the range\".", "",
+        table(["page", "path", "first ms", "median ms", "p90 ms", "max ms"],
+              page_rows + charts),
     ])
     report = Report(f"console: pages with {args.events:,} events",
                     f"python -m bench console --events {args.events}", body)
-    worst = max(page_rows, key=lambda row: row[2])
-    report.check(f"every page's median <= {TARGET_PAGE_MS:.0f} ms server time",
-                 f"slowest {worst[0]}: {worst[2]} ms", worst[2] <= TARGET_PAGE_MS)
+    held = [row for row in page_rows if "q=" not in row[1]]
+    worst = max(held, key=lambda row: row[3])
+    report.check(f"every page's median <= {TARGET_PAGE_MS:.0f} ms server time "
+                 "(payload text search aside)",
+                 f"slowest {worst[0]}: {worst[3]} ms", worst[3] <= TARGET_PAGE_MS)
+    first = next(row for row in page_rows if row[1] == "/console/")
+    report.check(f"the first overview of a web process <= {TARGET_PAGE_MS:.0f} ms",
+                 f"{first[2]} ms", first[2] <= TARGET_PAGE_MS)
     return report
 
 

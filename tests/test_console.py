@@ -329,3 +329,27 @@ def test_json_of_payload_is_pretty(console, db):
     insert_events(db, "invoice.paid", 1, prefix="evt_pretty", payload={"a": {"b": 1}})
     html = console.get("/console/events/evt_pretty_1").get_data(as_text=True)
     assert json.dumps({"a": {"b": 1}}, indent=2).replace('"', "&#34;") in html
+
+
+def test_minute_counts_reread_only_the_newest_minutes(db):
+    from datetime import timedelta
+
+    from inbox.console import store
+    [event_id] = insert_events(db, "invoice.paid", 1, prefix="evt_chart")
+    inbox_id = db.execute("SELECT id FROM inbox WHERE event_id = %s", [event_id]).fetchone()[0]
+
+    def attempt(ago_minutes: int, outcome: str) -> None:
+        db.execute("INSERT INTO inbox_attempts (inbox_id, attempt, started_at, finished_at,"
+                   " outcome) VALUES (%s, 1, now(), now() - %s * interval '1 minute', %s)",
+                   [inbox_id, ago_minutes, outcome])
+
+    attempt(30, "processed")
+    attempt(0, "dead")
+    counts = store.MinuteCounts("console_attempts_per_minute", ("processed", "dead"))
+    first = counts.series(db, timedelta(hours=24))
+    assert sum(first.counts["processed"]) == 1 and sum(first.counts["dead"]) == 1
+    attempt(0, "dead")
+    db.execute("DELETE FROM inbox_attempts WHERE outcome = 'processed'")  # an old minute:
+    second = counts.series(db, timedelta(hours=24))                      # not read again
+    assert sum(second.counts["processed"]) == 1 and sum(second.counts["dead"]) == 2
+    assert len(store.last(second, 60).minutes) == 60
