@@ -19,7 +19,7 @@ from bench.harness import BENCH_DIR, ensure_tools
 from bench.machine import describe
 from bench.report import Report, verdict
 
-BENCHMARKS = ("ingest", "drain", "latency", "growth", "relay", "metrics", "chaos")
+BENCHMARKS = ("ingest", "drain", "latency", "growth", "relay", "metrics", "console", "chaos")
 
 
 def build_parser() -> argparse.ArgumentParser:
