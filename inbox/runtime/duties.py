@@ -1,7 +1,8 @@
 """What every worker and relay process does on its poll tick, besides rescuing the leases
 of dead processes: it beats (inbox_processes: who is alive, holding what), takes its turn
-at the alerts (the backlog, held alerts whose interval ended: inbox/alerts/watch.py), and
-logs its l2met metrics line when one is due (inbox/metrics/l2met.py).
+at the alerts (the backlog, held alerts whose interval ended: inbox/alerts/watch.py),
+forgets per-minute counters older than two days (0012_minute_counts.sql), and logs its
+l2met metrics line when one is due (inbox/metrics/l2met.py).
 
 Everything runs on the claimer's own connection, from the loop's own thread, between two
 turns: a process whose loop hangs stops beating, even while its connection stays open,
@@ -17,6 +18,7 @@ from inbox import db
 from inbox.alerts import watch
 from inbox.config import Settings
 from inbox.metrics.l2met import MetricsLogger, ProcessCounts
+from inbox.queries import query
 from inbox.store import processes, system_state
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class TickDuties:
         """Beat, look at the alerts, log the metrics line if due. A failure of one duty is
         logged and leaves the others (and the work) alone; a database outage surfaces in
         the claimer's next statement anyway."""
-        for duty in (self._beat, self._look, self._metrics_line):
+        for duty in (self._beat, self._look, self._forget_old_minutes, self._metrics_line):
             try:
                 duty()
             except db.UNAVAILABLE_ERRORS:
@@ -57,6 +59,9 @@ class TickDuties:
 
     def _look(self) -> None:
         watch.look(self.conn, self.settings)
+
+    def _forget_old_minutes(self) -> None:
+        self.conn.execute(query("minute_counts_forget"))
 
     def _metrics_line(self) -> None:
         self.metrics.log_if_due(time.monotonic())
