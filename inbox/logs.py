@@ -90,7 +90,8 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC, ISO 8601, ms), level, logger, then the fields
-    of a structured line or the `message` (and `exc`) of a plain record."""
+    of a structured line (those that are None left out, as in text) or the `message`
+    (and `exc`) of a plain record."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = record.created
@@ -100,7 +101,8 @@ class JsonFormatter(logging.Formatter):
         msg = record.msg
         if isinstance(msg, Lines):
             return "\n".join(
-                orjson.dumps({**head, "event": msg.event, **row},
+                orjson.dumps({**head, "event": msg.event,
+                              **{k: v for k, v in row.items() if v is not None}},
                              default=str).decode()
                 for row in msg.rows
             )
