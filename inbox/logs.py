@@ -17,6 +17,7 @@ of ~10,000 events/s then makes one logging call per batch of 100, not one per ev
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ FORMATS = ("text", "json")
 MAX_LOGGED_ERROR_CHARS = 200
 
 Fields = Mapping[str, Any]
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 
 class Lines:
@@ -61,7 +63,7 @@ def text_value(value: object) -> str:
     """A value of `key=value`: as it is, or quoted (JSON string) when it holds a space,
     a quote, an `=` or a line break, so every line stays one line and parses back."""
     if isinstance(value, str):
-        if not value or any(c in value for c in ' "=\n\r\t\\'):
+        if not value or _NEEDS_QUOTES.search(value):
             return orjson.dumps(value).decode()
         return value
     if value is None:
