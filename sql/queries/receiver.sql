@@ -11,6 +11,10 @@
 -- `inbox reconcile stripe` stores the events Stripe's API lists and the inbox lacks with this
 -- same statement, one page at a time: `sources` says where each came from ('webhook' or
 -- 'api'; NULL means 'webhook'), `accounts` the Connect account of each (or NULL).
+-- Rows go in in key order: two inserts of overlapping events (a reconcile page, newest
+-- first, and a receiver's group, in arrival order; two reconciles) then take the keys' locks
+-- in the same order and one waits for the other, where in opposite orders each would wait
+-- for a key the other had just inserted: a deadlock, one of them aborted (a 503).
 INSERT INTO inbox (provider, event_id, event_type, payload, raw_body, signature, source,
                    account)
 SELECT provider, event_id, event_type, payload::jsonb, raw_body, signature,
@@ -19,6 +23,7 @@ FROM unnest(%(providers)b::text[], %(event_ids)b::text[], %(event_types)b::text[
             %(payloads)b::text[], %(raw_bodies)b::bytea[], %(signatures)b::text[],
             %(sources)b::text[], %(accounts)b::text[])
      AS event(provider, event_id, event_type, payload, raw_body, signature, source, account)
+ORDER BY provider, event_id
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING provider, event_id;
 
