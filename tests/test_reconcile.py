@@ -317,3 +317,98 @@ def test_signature_secret_defaults_do_not_leak_into_the_connect_endpoint():
     assert settings.stripe_reconcile_seconds == 60.0
     assert "rk_x" not in repr(settings)
 
+
+
+# -- automatic reconciliation (INBOX_STRIPE_RECONCILE_SECONDS) ------------------------------
+
+@pytest.fixture
+def auto_settings(api_settings: Settings, monkeypatch) -> Settings:
+    from inbox.stripe import reconcile as module
+
+    monkeypatch.setattr(module, "_next_look", {})  # each test starts with no look pending
+    return dataclasses.replace(api_settings, stripe_reconcile_seconds=3600)
+
+
+def test_automatic_reconciliation_runs_once_per_interval_from_the_watermark(
+        fake, auto_settings, db, monkeypatch):
+    from inbox.stripe import reconcile as module
+
+    fake.add(make_events(20, spacing_seconds=3600))  # the last 20 hours
+    with psycopg.connect(auto_settings.database_url, autocommit=True) as conn:
+        first = module.reconcile_if_due(conn, auto_settings)
+        assert first is not None and first.added == 20
+        first_since = int(fake.requests[0]["args"]["created[gte]"][0])
+        assert first_since == pytest.approx(time.time() - 3 * 86400, abs=60)
+
+        monkeypatch.setattr(module, "_next_look", {})
+        assert module.reconcile_if_due(conn, auto_settings) is None  # not due: ran just now
+        assert len(fake.requests) == 1
+
+        # An hour later (the interval), a missed event is found from the watermark.
+        conn.execute("UPDATE inbox_stripe_reconcile SET last_run_at = last_run_at - "
+                      "interval '1 hour', watermark = watermark - 3600")
+        [missed] = make_events(1)
+        fake.add([missed])
+        monkeypatch.setattr(module, "_next_look", {})
+        second = module.reconcile_if_due(conn, auto_settings)
+    assert second is not None and second.added == 1
+    second_since = int(fake.requests[-1]["args"]["created[gte]"][0])
+    assert second_since == pytest.approx(time.time() - 3600 - module.WATERMARK_OVERLAP_SECONDS,
+                                         abs=60)
+    assert second.found == 3  # the missed one, and those created now and an hour ago
+    row = db.execute("SELECT last_trigger, last_found, last_added, last_error "
+                     "FROM inbox_stripe_reconcile").fetchone()
+    assert row == ("automatic", 3, 1, None)
+
+
+def test_only_one_worker_reconciles_at_a_time(fake, auto_settings):
+    from inbox.stripe import reconcile as module
+    from inbox.stripe import store
+
+    fake.add(make_events(3))
+    with (psycopg.connect(auto_settings.database_url, autocommit=True) as holder,
+          psycopg.connect(auto_settings.database_url, autocommit=True) as other):
+        assert store.try_lock(holder)
+        assert module.reconcile_if_due(other, auto_settings) is None
+        store.unlock(holder)
+        module._next_look.clear()  # the fixture's dict, not the module's own
+        assert module.reconcile_if_due(other, auto_settings).added == 3
+
+
+def test_automatic_reconciliation_is_off_without_a_key_or_an_interval(api_settings, db):
+    from inbox.stripe.reconcile import reconcile_if_due
+
+    with psycopg.connect(api_settings.database_url, autocommit=True) as conn:
+        assert reconcile_if_due(conn, api_settings) is None  # interval 0
+        no_key = dataclasses.replace(api_settings, stripe_api_key=None,
+                                     stripe_reconcile_seconds=60)
+        assert reconcile_if_due(conn, no_key) is None
+    assert db.execute("SELECT count(*) FROM inbox_stripe_reconcile").fetchone()[0] == 0
+
+
+def test_a_failed_automatic_run_is_recorded_and_not_raised(stripe_api, auto_settings, db):
+    from inbox.stripe.reconcile import reconcile_if_due
+
+    refused = dataclasses.replace(auto_settings, stripe_api_key="rk_test_wrong")
+    with psycopg.connect(auto_settings.database_url, autocommit=True) as conn:
+        assert reconcile_if_due(conn, refused) is None
+        # The lock was released: another try may take it.
+        assert conn.execute("SELECT pg_try_advisory_lock(hashtext('inbox.stripe.reconcile'))"
+                            ).fetchone()[0]
+    error = db.execute("SELECT last_error FROM inbox_stripe_reconcile").fetchone()[0]
+    assert "401" in error and "rk_test_wrong" not in error
+
+
+def test_status_shows_the_last_reconciliation(fake, api_settings, db, capsys):
+    fake.add(make_events(4))
+    assert run_cli(api_settings, "stripe") == 0
+    capsys.readouterr()
+    parsed = build_parser().parse_args(["status"])
+    assert parsed.func(parsed, api_settings) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("reconcile")]
+    assert len(line) == 1 and "(command): found 4, added 4" in line[0]
+    parsed = build_parser().parse_args(["status", "--json"])
+    assert parsed.func(parsed, api_settings) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["stripe_reconcile"]["stripe"]["added"] == 4
+    assert set(status["inbox"]) >= {"pending", "processed", "ignored", "dead"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
+from typing import Any
 
 from inbox.config import Settings
 
@@ -16,16 +18,47 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from inbox import db
     from inbox.cli.dev import database_url
     from inbox.store import audit, ops
+    from inbox.stripe import store as stripe_store
 
     with db.connect(database_url(settings)) as conn:
         counts = ops.status_counts(conn)
         counts.update(audit.status_extras(conn))  # backlog age, last hour's throughput
+        runs = stripe_store.runs(conn)
     if args.json:
+        if runs:
+            counts["stripe_reconcile"] = {run.scope: _run_json(run) for run in runs}
         print(json.dumps(counts))
     else:
         for table, by_status in counts.items():
             print(f"{table + ':':8}" + "  ".join(f"{k} {v}" for k, v in by_status.items()))
+        for run in runs:
+            print(_run_line(run))
     return EXIT_OK
+
+
+def _run_json(run: Any) -> dict[str, Any]:
+    """A Stripe reconciliation's last run, for --json."""
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {"last_run_at": iso(run.last_run_at), "trigger": run.last_trigger,
+            "since": iso(run.last_since), "found": run.last_found, "added": run.last_added,
+            "last_error": run.last_error, "last_error_at": iso(run.last_error_at)}
+
+
+def _run_line(run: Any) -> str:
+    """`reconcile stripe: last ran 2024-07-25 10:00:00 (automatic): found 250, added 70`."""
+    from inbox.cli.events import local
+
+    name = "reconcile " + run.scope.replace(":", " ", 1)
+    if run.last_found is None:
+        line = f"{name}: never completed"
+    else:
+        line = (f"{name}: last ran {local(run.last_run_at)} ({run.last_trigger}): "
+                f"found {run.last_found}, added {run.last_added}")
+    if run.last_error:
+        line += f"; failed {local(run.last_error_at)}: {run.last_error}"
+    return line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
