@@ -7,11 +7,15 @@ timeouts, 409, 5xx, and whatever carries `Stripe-Should-Retry: true`). It does n
 rate limit: a 429 without `Stripe-Should-Retry` raises RateLimitError at once, so each page
 is asked again here, after the answer's `Retry-After` (or a backoff when it has none).
 
-Pages are fetched one `list` call at a time rather than through `auto_paging_iter()`: the
-iterator is a generator, finished for good once a 429 escaped from it, and it hides where
-a page ends, which is where the caller commits what the page brought. The next page's
-parameters are what auto_paging_iter itself sends (the same filters, `starting_after` the
-last event's id).
+Pages are fetched one request at a time with the SDK's `raw_request` (the same requestor,
+key, retries and errors as `client.v1.events.list`) rather than through
+`auto_paging_iter()`: the iterator is a generator, finished for good once a 429 escaped
+from it, and it hides where a page ends, which is where the caller commits what the page
+brought. The next page's parameters are what auto_paging_iter itself sends (the same
+filters, `starting_after` the last event's id). And `raw_request` gives the page's JSON
+without the SDK turning every nested field of every event into a StripeObject, which we
+would not use (we store the JSON): that conversion was 75 % of a run, ~190 ms a page of
+100 (docs/decisions.md, "Reconcile pages through the SDK's raw_request").
 
 The API key never appears in a message of ours; the SDK's own error texts are passed on
 with it blanked, should they ever quote it.
@@ -19,7 +23,6 @@ with it blanked, should they ever quote it.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -47,6 +50,7 @@ MAX_RATE_LIMIT_RETRIES = 8
 RATE_LIMIT_BASE_SECONDS = 1.0
 RATE_LIMIT_CAP_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 30
+EVENTS_PATH = "/v1/events"
 
 
 class StripeAPIError(InboxError):
@@ -104,17 +108,21 @@ def event_pages(
             events = _events_of(page)
             if events:
                 yield events
-            if not getattr(page, "has_more", False) or not events:
+            if not page.get("has_more") or not events:
                 break
             params = {**params, "starting_after": events[-1]["id"]}
 
 
 def _page(client: stripe.StripeClient, params: Mapping[str, Any], options: Mapping[str, Any],
-          secret: str | None, sleep: Callable[[float], None]) -> Any:
-    """One page, asked again after a rate limit; StripeAPIError for anything else."""
+          secret: str | None, sleep: Callable[[float], None]) -> Mapping[str, Any]:
+    """One page (the list object's JSON), asked again after a rate limit; StripeAPIError
+    for anything else."""
     for refusal in range(MAX_RATE_LIMIT_RETRIES + 1):
         try:
-            return client.v1.events.list(dict(params), dict(options) or None)
+            response = client.raw_request("get", EVENTS_PATH, **params, **options)
+            if not isinstance(response.data, Mapping):
+                raise StripeAPIError(f"GET {EVENTS_PATH} did not answer a JSON object")
+            return response.data
         except stripe.RateLimitError as exc:
             if refusal == MAX_RATE_LIMIT_RETRIES:
                 raise StripeAPIError(
@@ -152,15 +160,12 @@ def rate_limit_delay_seconds(headers: Mapping[str, str] | None, refusal: int,
                                       RATE_LIMIT_CAP_SECONDS, rng)
 
 
-def _events_of(page: Any) -> list[dict[str, Any]]:
-    """The page's events as the API wrote them: its JSON, not the SDK's objects (which
-    would not give back the same document)."""
-    response = page.last_response
-    if response is not None and isinstance(response.data, Mapping):
-        data = response.data.get("data")
-        if isinstance(data, list):
-            return [dict(event) for event in data if isinstance(event, Mapping)]
-    return [json.loads(json.dumps(event.to_dict())) for event in page.data]
+def _events_of(page: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The page's events, as the API's JSON objects."""
+    data = page.get("data")
+    if page.get("object") != "list" or not isinstance(data, list):
+        raise StripeAPIError(f"GET {EVENTS_PATH} did not answer a list object")
+    return [dict(event) for event in data if isinstance(event, Mapping)]
 
 
 def _clean(exc: stripe.StripeError, secret: str | None) -> str:
