@@ -83,15 +83,27 @@ GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def post_worker_init(worker) -> None:
-    """Freeze what the loaded app holds and relax the collector (GC_THRESHOLDS)."""
+    """Freeze what the loaded app holds and relax the collector (GC_THRESHOLDS); start the
+    process's periodic duties (heartbeat, alerts, metrics line: inbox/web/duties.py)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    duties = _extensions(worker).get("inbox.duties")
+    if duties is not None:
+        duties.start()
 
 
 def worker_exit(server, worker) -> None:
-    """Stop the receiver's notifier thread and close its pool as a worker exits, so its
-    connections end cleanly rather than with the process."""
-    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    """Stop the duties, the receiver's notifier thread and its pool as a worker exits, so
+    its connections end cleanly rather than with the process."""
+    extensions = _extensions(worker)
+    duties = extensions.get("inbox.duties")
+    if duties is not None:
+        duties.stop()
     database = extensions.get("inbox.database")
     if database is not None:
         database.close()
+
+
+def _extensions(worker) -> dict:
+    """The loaded Flask app's extensions (none before the app is loaded)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {})

@@ -23,15 +23,19 @@ TOKEN = "procfile-metrics-token"
 
 
 @contextmanager
-def web_server(database_url: str):
+def web_server(database_url: str, **extra_env: str):
     """The Procfile's web line with two processes; its base URL."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": database_url,
            "STRIPE_WEBHOOK_SECRET": TEST_SECRET, "WEB_CONCURRENCY": "2",
            "INBOX_METRICS_TOKEN": TOKEN,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           **extra_env}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen(procfile_commands(REPO / "Procfile")["web"], shell=True,
+    # `exec`: the shell becomes gunicorn, so waiting for it waits for gunicorn's exit (its
+    # workers' goodbyes included), not for a shell that a SIGTERM ends at once.
+    command = "exec " + procfile_commands(REPO / "Procfile")["web"]
+    process = subprocess.Popen(command, shell=True,
                                cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

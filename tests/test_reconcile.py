@@ -447,3 +447,19 @@ def test_overlapping_inserts_in_any_order_never_deadlock(db, database_url):
         thread.join(timeout=120)
     assert errors == []
     assert db.execute("SELECT count(DISTINCT event_id) = count(*) FROM inbox").fetchone()[0]
+
+
+def test_a_workers_poll_tick_reconciles_and_a_relays_does_not(fake, auto_settings, db):
+    from inbox.runtime.duties import TickDuties
+
+    fake.add(make_events(5))
+    with psycopg.connect(auto_settings.database_url, autocommit=True) as conn:
+        TickDuties("relay", auto_settings, conn).run()
+        assert fake.requests == []
+        TickDuties("worker", auto_settings, conn).run()
+    assert len(rows(db)) == 5
+    assert db.execute("SELECT last_trigger, last_added FROM inbox_stripe_reconcile"
+                      ).fetchone() == ("automatic", 5)
+    # It beat meanwhile: the worker is listed alive.
+    assert db.execute("SELECT count(*) FROM inbox_processes WHERE kind = 'worker'"
+                      ).fetchone()[0] == 1

@@ -613,7 +613,11 @@ def test_a_poison_event_in_a_full_batch_ends_dead_alone(database_url, db, regist
     ids = [r[0] for r in db.execute("SELECT id FROM inbox WHERE event_id = ANY(%s)",
                                     [innocents]).fetchall()]
     assert ids_and_history(db, ids) == {("processed", 2, 1, ("crashed", "processed"))}
-    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 99
+    assert db.execute("SELECT count(*) FROM outbox WHERE topic = 'test.ok'").fetchone()[0] == 99
+    # Its death raised one alert, in the rescue's transaction, naming it.
+    [alert] = db.execute("SELECT payload FROM outbox WHERE topic = 'inbox.alert.event_dead'"
+                         ).fetchall()
+    assert alert[0]["count"] == 1 and alert[0]["ids"] == [poison_id]
 
 
 class StopAfter:

@@ -17,6 +17,10 @@ from inbox import db
 from inbox.alerts.kinds import MAX_IDS, AlertKind, payload
 from inbox.queries import query
 
+# The kinds raised by outcomes, and the query that holds them from the rows' ids.
+DEAD_QUERIES = {"event_dead": ("alert_hold_dead_events", "inbox_ids"),
+                "message_dead": ("alert_hold_dead_messages", "outbox_ids")}
+
 
 def hold(conn: db.Connection, kind: AlertKind, count: int, ids: Sequence[str] = (),
          detail: Mapping[str, Any] | None = None) -> None:
@@ -34,6 +38,16 @@ def set_state(conn: db.Connection, kind: AlertKind, count: int, ids: Sequence[st
     conn.execute(query("alert_set"), {"kind": kind.name, "count": count,
                                       "ids": [str(i) for i in ids], "max_ids": MAX_IDS,
                                       "detail": Jsonb(dict(detail))})
+
+
+def raise_dead(conn: db.Connection, kind: AlertKind, ids: Sequence[int],
+               interval_seconds: float) -> int:
+    """After an outcome statement in this transaction: hold those of `ids` that it made
+    dead (event_dead: inbox ids; message_dead: outbox ids, alert messages left out), and
+    queue the kind's message if its interval has passed; messages queued."""
+    name, param = DEAD_QUERIES[kind.name]
+    conn.execute(query(name), {param: list(ids), "max_ids": MAX_IDS})
+    return take_due(conn, [kind], interval_seconds)
 
 
 def take_due(conn: db.Connection, kinds: Iterable[AlertKind], interval_seconds: float) -> int:

@@ -25,6 +25,7 @@ and it is sent again with the same Idempotency-Key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from inbox import db
+from inbox.alerts import coalesce
+from inbox.alerts.kinds import all_kinds
 from inbox.backoff import honour_retry_after, next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable
@@ -44,6 +47,7 @@ from inbox.relay import store
 from inbox.relay.routes import Route, RouteTable, parse_routes
 from inbox.relay.store import OutboxMessage, Outcome
 from inbox.relay.transports import Result, Transport, build_transports
+from inbox.runtime.duties import TickDuties
 from inbox.runtime.spec import Control, LoopSpec, NullControl
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ SKIPPING_CLAIM_INTERVAL_SECONDS = 0.05
 DATABASE_ERRORS = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
 
 Job = tuple[OutboxMessage, Route]
+# The metrics line's word for a recorded outcome (a pending outcome is a retry).
+L2MET_OUTCOMES = {"sent": "sent", "pending": "retry", "dead": "dead"}
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ class Relay:
         self.stats: Counter[str] = Counter()
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-relay")
         self.transports = transports or build_transports(settings)
+        self.duties = TickDuties("relay", settings, self.conn)
+        self._message_dead = all_kinds(settings)["message_dead"]
         self._wake = threading.Event()
         self._lanes = Lanes(self.concurrency, self.destination_concurrency, self._wake)
         self._topic_destination: dict[str, str] = {}
@@ -228,12 +236,22 @@ class Relay:
         return True
 
     def rescue(self) -> int:
-        """Take back the messages of relays that died; how many."""
-        rescued = store.rescue(self.conn, self.settings.max_attempts)
+        """Take back the messages of relays that died; how many. Those it makes dead raise
+        their alert in the same transaction."""
+        with self.conn.transaction():
+            rescued = store.rescue(self.conn, self.settings.max_attempts)
+            dead = [message_id for message_id, status in rescued if status == "dead"]
+            if dead:
+                self._raise_message_dead(dead)
         if rescued:
             logger.warning("rescued %d message(s) held by relays that stopped: %s",
                            len(rescued), rescued[:10])
         return len(rescued)
+
+    def tick(self) -> None:
+        """The poll tick: rescue, then the tick duties (heartbeat, alerts, metrics line)."""
+        self.rescue()
+        self.duties.run()
 
     def release(self) -> int:
         """Exit at once: give back the messages not started yet; the rest will be rescued."""
@@ -264,6 +282,7 @@ class Relay:
             logger.warning("%d deliveries still in flight at exit; they will be rescued",
                            self._lanes.inflight_total)
         self._record(self._flush)
+        self._record(self.duties.goodbye)
         for transport in {id(t): t for t in self.transports.values()}.values():
             transport.close()
         self.conn.close()
@@ -335,12 +354,25 @@ class Relay:
         return Outcome(message.id, "dead", error, **history)
 
     def _flush(self) -> None:
+        """Record the finished deliveries in one statement; with the message_dead alert
+        in the same transaction when any went dead."""
         if not self._outcomes:
             return
-        store.record_outcomes(self.conn, self.name, self._outcomes)
+        dead = [outcome.id for outcome in self._outcomes if outcome.status == "dead"]
+        with self.conn.transaction() if dead else contextlib.nullcontext():
+            store.record_outcomes(self.conn, self.name, self._outcomes)
+            if dead:
+                self._raise_message_dead(dead)
         for outcome in self._outcomes:
             self.stats[outcome.status] += 1
+            self.duties.counts.add(f"outbox.{L2MET_OUTCOMES[outcome.status]}")
         self._outcomes = []
+
+    def _raise_message_dead(self, outbox_ids: list[int]) -> None:
+        """In the transaction that made these messages dead: their alert (never for an
+        alert message itself: the query leaves those out)."""
+        coalesce.raise_dead(self.conn, self._message_dead, outbox_ids,
+                            self.settings.alert_interval_seconds)
 
     # -- delivery threads -----------------------------------------------------------------
 

@@ -148,7 +148,7 @@ def run_loop(spec: LoopSpec, control: ProcessControl) -> int:
                 if claimer is None:
                     claimer = spec.make_claimer(control)
                 if time.monotonic() >= next_rescue:
-                    claimer.rescue()
+                    claimer.tick()
                     next_rescue = time.monotonic() + spec.poll_interval_seconds
                     claim = True
                 if claim:

@@ -53,6 +53,11 @@ class Claimer(Protocol):
         """Recover the leases of dead processes; how many."""
         ...
 
+    def tick(self) -> None:
+        """Once per poll interval: `rescue()`, then the process's tick duties (heartbeat,
+        alerts, metrics line: inbox/runtime/duties.py)."""
+        ...
+
     def release(self) -> int:
         """Give back this claimer's leases without charging an attempt (exit at once)."""
         ...

@@ -147,7 +147,8 @@ def as_received(document: dict[str, Any], account: str | None = None) -> Receive
 _next_look: dict[int, float] = {}  # pid -> monotonic time of this process's next look
 
 
-def reconcile_if_due(conn: db.Connection, settings: Settings) -> ReconcileResult | None:
+def reconcile_if_due(conn: db.Connection, settings: Settings,
+                     progress: Progress | None = None) -> ReconcileResult | None:
     """Run an automatic reconciliation of the platform's events if one is due: with
     STRIPE_API_KEY set and INBOX_STRIPE_RECONCILE_SECONDS > 0, when no run completed within
     that interval, and no other worker is running one (advisory lock). Lists from the
@@ -156,7 +157,8 @@ def reconcile_if_due(conn: db.Connection, settings: Settings) -> ReconcileResult
 
     Cheap when not due: a process looks at the database at most every MAX_LOOK_SECONDS
     (or the interval, when shorter). A failure is logged and recorded, never raised: the
-    worker's loop goes on, and the next interval tries again.
+    worker's loop goes on, and the next interval tries again. `progress` is called after
+    each page (the worker beats).
     """
     interval = settings.stripe_reconcile_seconds
     if interval <= 0 or not settings.stripe_api_key:
@@ -179,7 +181,7 @@ def reconcile_if_due(conn: db.Connection, settings: Settings) -> ReconcileResult
         else:
             since = max(current.watermark - WATERMARK_OVERLAP_SECONDS, floor)
         try:
-            result = reconcile(conn, settings, api.Listing(since=since))
+            result = reconcile(conn, settings, api.Listing(since=since), progress=progress)
         except InboxError as exc:
             log.warning("automatic Stripe reconciliation failed: %s", exc)
             store.record_failure(conn, scope, trigger="automatic", error=str(exc))

@@ -52,11 +52,13 @@ class WebhookRoute:
     """
 
     def __init__(self, next_app: WSGIApp, settings: Settings, clock: Clock,
-                 inserter: GroupCommit) -> None:
+                 inserter: GroupCommit, on_answer: Callable[[str, str], None] | None = None
+                 ) -> None:
         self._next_app = next_app
         self._settings = settings
         self._clock = clock
         self._inserter = inserter
+        self._on_answer = on_answer  # (provider, outcome): the web's duties (alerts)
         self._providers: dict[str, Provider] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -73,7 +75,10 @@ class WebhookRoute:
             record["ms"] = round(seconds * 1000, 2)
             log.info(json.dumps(record))
             known = name if name in self._providers else metrics.UNKNOWN_PROVIDER
-            metrics.record_answer(known, str(record.get("outcome", "internal_error")), seconds)
+            outcome = str(record.get("outcome", "internal_error"))
+            metrics.record_answer(known, outcome, seconds)
+            if self._on_answer is not None:
+                self._on_answer(known, outcome)
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers,
         ])

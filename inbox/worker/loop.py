@@ -34,9 +34,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from inbox import db
+from inbox.alerts import coalesce
+from inbox.alerts.kinds import all_kinds
 from inbox.backoff import next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
+from inbox.runtime.duties import TickDuties
 from inbox.runtime.spec import Control, LoopSpec, NullControl
 from inbox.worker import store
 from inbox.worker.handler_tx import Event, HandlerTx
@@ -87,6 +90,8 @@ class Worker:
         self._scan_from = store.EARLIEST  # see _poll_tick
         self._next_poll_tick = 0.0
         self._claimed_a_suspect = False  # see more_may_be_due
+        self.duties = TickDuties("worker", settings, self.conn)
+        self._event_dead = all_kinds(settings)["event_dead"]
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -125,10 +130,16 @@ class Worker:
         if not leases:
             return 0
         outcomes = [self._crash_outcome(dead) for dead in leases]
-        rescued = store.finish(self.conn, outcomes)  # one statement: atomic on its own
+        # One statement, atomic on its own (with the event_dead alert if any went dead).
+        rescued = store.finish(self.conn, outcomes, on_dead=self._raise_event_dead)
         if rescued:
             log.warning("rescued %d event(s) from dead workers", rescued)
         return rescued
+
+    def tick(self) -> None:
+        """The poll tick: rescue, then the tick duties (heartbeat, alerts, metrics line)."""
+        self.rescue()
+        self.duties.run()
 
     def release(self) -> int:
         """Give back this worker's leases uncharged (exit at once); best effort."""
@@ -137,7 +148,14 @@ class Worker:
         return store.release(self.conn)
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            self.duties.goodbye()
         self.conn.close()
+
+    def _raise_event_dead(self, conn: db.Connection, inbox_ids: list[int]) -> None:
+        """In the transaction that made these events dead: their alert (inbox/alerts/)."""
+        coalesce.raise_dead(conn, self._event_dead, inbox_ids,
+                            self.settings.alert_interval_seconds)
 
     def _poll_tick(self) -> bool:
         """True once per poll interval: the claim then scans from the start of the index,
@@ -192,7 +210,11 @@ class Worker:
             else:
                 left = []
             finished, queued = store.finish_batch(self.conn, outcomes, batch.messages,
-                                                  own_transaction=not batch.begun)
+                                                  own_transaction=not batch.begun,
+                                                  on_dead=self._raise_event_dead)
+        for outcome in outcomes:
+            if outcome.outcome != "released":
+                self.duties.counts.add(f"inbox.{outcome.outcome}")
         if queued:
             store.wake_relay(self.conn)
         if finished != len(outcomes):

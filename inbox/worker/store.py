@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,12 +114,27 @@ def rollback_savepoint(conn: db.Connection) -> None:
     conn.execute(query("inbox_handler_savepoint_rollback"))
 
 
-def finish(conn: db.Connection, outcomes: Sequence[Outcome]) -> int:
-    """Write the outcomes (status, history, end of lease) in one statement; rows finished."""
+# Called in the outcomes' own transaction, after them, with the ids of the events they made
+# dead (the event_dead alert: inbox/alerts/).
+OnDead = Callable[[db.Connection, list[int]], object]
+
+
+def finish(conn: db.Connection, outcomes: Sequence[Outcome], on_dead: OnDead | None = None
+           ) -> int:
+    """Write the outcomes (status, history, end of lease) in one statement; rows finished.
+    With dead outcomes and `on_dead`, both run in one transaction."""
     if not outcomes:
         return 0
-    row = conn.execute(query("inbox_finish"), _finish_params(outcomes)).fetchone()
+    dead = _dead_ids(outcomes)
+    with conn.transaction() if dead and on_dead else nullcontext():
+        row = conn.execute(query("inbox_finish"), _finish_params(outcomes)).fetchone()
+        if dead and on_dead:
+            on_dead(conn, dead)
     return int(row[0]) if row else 0
+
+
+def _dead_ids(outcomes: Sequence[Outcome]) -> list[int]:
+    return [outcome.lease.inbox_id for outcome in outcomes if outcome.status == "dead"]
 
 
 def finish_batch(
@@ -128,18 +143,26 @@ def finish_batch(
     messages: Sequence[OutboxMessage],
     *,
     own_transaction: bool = False,
+    on_dead: OnDead | None = None,
 ) -> tuple[int, int]:
     """The outbox messages and the outcomes of a batch, in one round trip (pipeline).
 
     Returns (rows finished, messages inserted). The statements run in the caller's open
     transaction, whose commit they make durable; or, with `own_transaction`, in one of their
     own, BEGIN and COMMIT included in the same round trip. None waits for another's answer.
+    A batch that made events dead also calls `on_dead` before that commit (a round trip
+    more, only then).
     """
-    with conn.pipeline(), (conn.transaction() if own_transaction else nullcontext()):
-        conn.execute(query("inbox_durable_commit"))
-        queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
-            if messages else None
-        finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
+    dead = _dead_ids(outcomes) if on_dead else []
+    with (conn.transaction() if own_transaction and dead else nullcontext()):
+        with conn.pipeline(), (conn.transaction() if own_transaction and not dead
+                               else nullcontext()):
+            conn.execute(query("inbox_durable_commit"))
+            queued = conn.execute(query("outbox_enqueue"), _enqueue_params(messages)) \
+                if messages else None
+            finished = conn.execute(query("inbox_finish"), _finish_params(outcomes))
+        if dead and on_dead:
+            on_dead(conn, dead)
     inserted = len(queued.fetchall()) if queued is not None else 0
     row = finished.fetchone()
     return (int(row[0]) if row else 0), inserted

@@ -76,3 +76,26 @@ FROM (SELECT id, event_id, next_attempt_at FROM inbox
 -- One process at a time looks at the alerts (a transaction-level advisory lock: the
 -- others skip their turn rather than wait).
 SELECT pg_try_advisory_xact_lock(hashtext('inbox.alerts')::bigint);
+
+-- name: alert_hold_dead_events
+-- The events of `inbox_ids` that are dead now (the caller's transaction just made them
+-- so), held for the event_dead alert: their count and a few of their event ids.
+UPDATE inbox_alerts a
+SET held_count = a.held_count + d.n,
+    held_ids = (a.held_ids || d.ids)[1:%(max_ids)s],
+    held_since = coalesce(a.held_since, now())
+FROM (SELECT count(*) AS n, array_agg(event_id ORDER BY id) AS ids
+      FROM inbox WHERE id = ANY(%(inbox_ids)s::bigint[]) AND status = 'dead') d
+WHERE a.kind = 'event_dead' AND d.n > 0;
+
+-- name: alert_hold_dead_messages
+-- The messages of `outbox_ids` that are dead now, held for the message_dead alert; never
+-- an alert message itself (its death raising another alert would loop).
+UPDATE inbox_alerts a
+SET held_count = a.held_count + d.n,
+    held_ids = (a.held_ids || d.ids)[1:%(max_ids)s],
+    held_since = coalesce(a.held_since, now())
+FROM (SELECT count(*) AS n, array_agg(id::text ORDER BY id) AS ids
+      FROM outbox WHERE id = ANY(%(outbox_ids)s::bigint[]) AND status = 'dead'
+        AND topic NOT LIKE 'inbox.alert.%%') d
+WHERE a.kind = 'message_dead' AND d.n > 0;
