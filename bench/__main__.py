@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [ingest|drain|latency|growth|relay|metrics ...]`
+"""`python -m bench [--quick] [ingest|drain|latency|growth|relay|metrics|chaos ...]`
 
 With no benchmark named, runs them all and writes bench/RESULTS.md (the machine, the
 versions, the exact command and every table). Naming benchmarks runs only those and
@@ -19,7 +19,7 @@ from bench.harness import BENCH_DIR, ensure_tools
 from bench.machine import describe
 from bench.report import Report, verdict
 
-BENCHMARKS = ("ingest", "drain", "latency", "growth", "relay", "metrics")
+BENCHMARKS = ("ingest", "drain", "latency", "growth", "relay", "metrics", "console", "chaos")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ DEFAULT_RELAY_CONCURRENCY = 32
 DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_HTTP_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_SMTP_TIMEOUT_SECONDS = 30.0
+DEFAULT_CONSOLE_SESSION_SECONDS = 8 * 3600.0
 DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 
 
@@ -78,6 +79,12 @@ class Settings:
     alert_backlog_seconds: float = 600.0
     alert_signature_failures: int = 20
     alert_interval_seconds: float = 300.0
+    # The operator console (inbox/console/): off (404) unless a password is set; the key
+    # that signs its session cookies (default: derived from the password); how long a
+    # login lasts.
+    console_password: str | None = None
+    console_secret_key: str | None = None
+    console_session_seconds: float = DEFAULT_CONSOLE_SESSION_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +142,10 @@ class Settings:
             alert_backlog_seconds=_number(env, "INBOX_ALERT_BACKLOG_SECONDS", 600.0, float),
             alert_signature_failures=_number(env, "INBOX_ALERT_SIGNATURE_FAILURES", 20, int),
             alert_interval_seconds=_number(env, "INBOX_ALERT_INTERVAL_SECONDS", 300.0, float),
+            console_password=env.get("INBOX_CONSOLE_PASSWORD") or None,
+            console_secret_key=env.get("INBOX_CONSOLE_SECRET_KEY") or None,
+            console_session_seconds=_number(env, "INBOX_CONSOLE_SESSION_SECONDS",
+                                            DEFAULT_CONSOLE_SESSION_SECONDS, float),
         )
 
     def require_database_url(self) -> str:

@@ -37,6 +37,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg_pool.PoolClosed,
 )
 DataError = psycopg.DataError
+# A statement ended by its statement_timeout (a time budget the caller chose).
+QueryCanceled = psycopg.errors.QueryCanceled
 
 
 class _InfinityLoader(Loader):

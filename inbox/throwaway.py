@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,25 @@ class Cluster(testing.postgresql.Postgresql):
 
     def get_server_commandline(self) -> list[str]:
         return self._as_server_user(super().get_server_commandline())
+
+    def crash_and_restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server as a power cut would (`pg_ctl stop -m immediate`: no shutdown
+        checkpoint, connections cut), then start it again on the same port and data
+        directory, where it runs crash recovery. For chaos tests of the clients, which
+        must ride it out without being restarted themselves.
+        """
+        if self.child_process is None:
+            raise RuntimeError("the cluster is not running")
+        pg_ctl = [str(self.bindir / "pg_ctl"), "stop", "-D", self.get_data_directory(),
+                  "-m", "immediate", "-w", "-t", "30"]
+        result = subprocess.run(self._as_server_user(pg_ctl), capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {result.stderr}{result.stdout}")
+        self.child_process.wait(timeout=30)
+        self.child_process = None
+        time.sleep(down_seconds)
+        self.start()  # the same settings['port']; initialize_database sees the data dir
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -151,12 +151,32 @@ def test_dev_runs_the_story_and_keeps_its_data(dev_dir, tmp_path):
         assert status(env)["inbox"]["processed"] == 9
         listed = inbox("events", "list", "--json", env=env)
         assert {e["event_id"] for e in json.loads(listed.stdout)} == event_ids
+        assert_console_login(port, log.read_text())
     finally:
         stop_dev(process)
     wait_no_server(pgdata)
     assert "Signing secret:" in log.read_text()
     assert "Demo data:       handlers/seeds/0001_demo_customer.sql" in log.read_text()
     assert_clean(log.read_text())
+
+
+def assert_console_login(port: int, banner: str) -> None:
+    """The banner's console URL and password sign in (the newest banner: this run's)."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    url = re.findall(r"Console:\s+(http://\S+)", banner)[-1]
+    password = re.findall(r"Console password: (\S+)", banner)[-1]
+    assert url == f"http://localhost:{port}/console/"
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(url, timeout=10).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"password": password, "csrf_token": token}).encode()
+    overview = opener.open(f"{url}login", data=form, timeout=10).read().decode()
+    assert "Overview" in overview and 'type="password"' not in overview
 
 
 def assert_clean(output: str) -> None:

@@ -104,16 +104,20 @@ def run_dev(settings: Settings, port: int) -> int:
     migrate(url, handler_modules=settings.handler_modules)
     seeded = seed(url, handler_modules=settings.handler_modules)  # demo data: dev only
     secret = ",".join(settings.stripe_webhook_secrets) or state.webhook_secret
+    # The console is on in development: the given password, else a fresh one per run.
+    console_password = settings.console_password or secrets.token_urlsafe(12)
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "PORT": str(port),
         "STRIPE_WEBHOOK_SECRET": secret,
+        "INBOX_CONSOLE_PASSWORD": console_password,
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     commands = procfile_commands(Path("Procfile"))
-    _print_welcome(port, secret.split(",")[0], url, settings.database_url is None, seeded)
+    _print_welcome(port, secret.split(",")[0], url, settings.database_url is None, seeded,
+                   console_password)
     manager = Manager(Printer(sys.stdout))
     for name in DEV_PROCESS_TYPES:
         manager.add_process(name, commands[name], env=env)
@@ -122,7 +126,7 @@ def run_dev(settings: Settings, port: int) -> int:
 
 
 def _print_welcome(port: int, secret: str, url: str, embedded: bool,
-                   seeded: list[str]) -> None:
+                   seeded: list[str], console_password: str) -> None:
     where = f"embedded PostgreSQL in {dev_dir()}" if embedded else "DATABASE_URL"
     seeds = ", ".join(seeded) or "none"
     print(
@@ -132,6 +136,8 @@ def _print_welcome(port: int, secret: str, url: str, embedded: bool,
                    psql '{url}'
   Webhook URL:     http://localhost:{port}/webhooks/stripe
   Signing secret:  {secret}
+  Console:         http://localhost:{port}/console/
+  Console password: {console_password}
   Demo data:       {seeds}
 
   Next, in another terminal:

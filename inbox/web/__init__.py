@@ -16,6 +16,8 @@ from werkzeug.exceptions import HTTPException
 
 from inbox import db
 from inbox.config import Settings
+from inbox.console import auth as console_auth
+from inbox.console import views as console_views
 from inbox.metrics import endpoint as metrics_endpoint
 from inbox.metrics import web as web_metrics
 from inbox.providers import Clock, ReceivedEvent
@@ -94,6 +96,10 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_endpoint.blueprint(
         settings.metrics_token, lambda: db.connection(database.pool)))
+    if settings.console_password:  # else every /console/ path is a 404
+        console_auth.configure(app, settings)
+        app.register_blueprint(console_views.blueprint(
+            settings, lambda: db.connection(database.pool)))
     app.wsgi_app = webhooks.WebhookRoute(  # type: ignore[method-assign]
         app.wsgi_app, settings, clock, database.inserter, on_answer=duties.answered)
     app.register_error_handler(HTTPException, _http_error_as_json)
