@@ -1,8 +1,9 @@
 """What every worker and relay process does on its poll tick, besides rescuing the leases
 of dead processes: it beats (inbox_processes: who is alive, holding what), takes its turn
-at the alerts (the backlog, held alerts whose interval ended: inbox/alerts/watch.py), and
-logs its l2met metrics line when one is due (inbox/metrics/l2met.py); a worker also
-reconciles Stripe's events when that is due (INBOX_STRIPE_RECONCILE_SECONDS,
+at the alerts (the backlog, held alerts whose interval ended: inbox/alerts/watch.py),
+forgets per-minute counters older than two days (0012_minute_counts.sql), and logs its
+l2met metrics line when one is due (inbox/metrics/l2met.py); a worker also reconciles
+Stripe's events when that is due (INBOX_STRIPE_RECONCILE_SECONDS,
 inbox/stripe/reconcile.py: one worker at a time, beating between the pages it stores).
 
 Everything runs on the claimer's own connection, from the loop's own thread, between two
@@ -19,6 +20,7 @@ from inbox import db
 from inbox.alerts import watch
 from inbox.config import Settings
 from inbox.metrics.l2met import MetricsLogger, ProcessCounts
+from inbox.queries import query
 from inbox.store import processes, system_state
 from inbox.stripe.reconcile import reconcile_if_due
 
@@ -42,7 +44,7 @@ class TickDuties:
         """Beat, look at the alerts, log the metrics line if due. A failure of one duty is
         logged and leaves the others (and the work) alone; a database outage surfaces in
         the claimer's next statement anyway."""
-        duties = [self._beat, self._look, self._metrics_line]
+        duties = [self._beat, self._look, self._forget_old_minutes, self._metrics_line]
         if self.me.kind == "worker":
             duties.append(self._reconcile_stripe)
         for duty in duties:
@@ -63,6 +65,9 @@ class TickDuties:
 
     def _look(self) -> None:
         watch.look(self.conn, self.settings)
+
+    def _forget_old_minutes(self) -> None:
+        self.conn.execute(query("minute_counts_forget"))
 
     def _metrics_line(self) -> None:
         self.metrics.log_if_due(time.monotonic())

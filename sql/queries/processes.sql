@@ -38,3 +38,8 @@ SELECT name, kind, host, dyno, pid, started_at, last_seen_at, holding,
        extract(epoch FROM now() - last_seen_at)::float8 AS seen_seconds_ago
 FROM inbox_processes
 ORDER BY alive DESC, kind, name;
+
+-- name: minute_counts_forget
+-- The per-minute counters (0012_minute_counts.sql) older than two days: the charts show
+-- one. Run on every poll tick of some process; deletes a minute's rows or none.
+DELETE FROM inbox_minute_counts WHERE minute < now() - interval '2 days';
