@@ -1,7 +1,9 @@
-"""Retry schedule: exponential backoff with full jitter, shared by worker and relay."""
+"""Retry schedule: exponential backoff with full jitter, shared by worker and relay, and
+Retry-After as servers send it (the relay's HTTP routes, Stripe's API)."""
 
 from __future__ import annotations
 
+import email.utils
 import random
 
 
@@ -31,3 +33,19 @@ def honour_retry_after(delay_seconds: float, retry_after_seconds: float | None) 
     if retry_after_seconds is None:
         return delay_seconds
     return max(delay_seconds, retry_after_seconds)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; parsedate gives naive for "-0000"
+        return None
+    return max(0.0, when.timestamp() - now)

@@ -28,6 +28,7 @@ DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_HTTP_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_SMTP_TIMEOUT_SECONDS = 30.0
 DEFAULT_CONSOLE_SESSION_SECONDS = 8 * 3600.0
+DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,14 @@ class Settings:
     database_url: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_webhook_tolerance_seconds: int = 300
+    # POST /webhooks/stripe-connect: a Connect endpoint's secrets (rotation: comma-separated).
+    stripe_connect_webhook_secrets: tuple[str, ...] = ()
+    # Stripe's Events API (inbox/stripe/): a restricted key that may read events, and where
+    # the API is (tests and stripe-mock point it elsewhere). Never logged, never printed.
+    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_api_base: str = DEFAULT_STRIPE_API_BASE
+    # Automatic reconciliation by the workers, every this many seconds; 0: off.
+    stripe_reconcile_seconds: float = 0.0
     standard_webhooks_tolerance_seconds: int = 300
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     handler_modules: tuple[str, ...] = ("handlers",)
@@ -87,6 +96,11 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             stripe_webhook_secrets=_csv(env.get("STRIPE_WEBHOOK_SECRET", "")),
             stripe_webhook_tolerance_seconds=_number(env, "STRIPE_WEBHOOK_TOLERANCE", 300, int),
+            stripe_connect_webhook_secrets=_csv(env.get("STRIPE_CONNECT_WEBHOOK_SECRET", "")),
+            stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,
+            stripe_api_base=(env.get("STRIPE_API_BASE", "").strip().rstrip("/")
+                             or DEFAULT_STRIPE_API_BASE),
+            stripe_reconcile_seconds=_number(env, "INBOX_STRIPE_RECONCILE_SECONDS", 0.0, float),
             standard_webhooks_tolerance_seconds=_number(
                 env, "STANDARD_WEBHOOKS_WEBHOOK_TOLERANCE", 300, int
             ),
@@ -171,11 +185,14 @@ def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num]) 
     return value
 
 
+STRIPE_SECRET_VARIABLES = ("STRIPE_WEBHOOK_SECRET", "STRIPE_CONNECT_WEBHOOK_SECRET")
+
+
 def _provider_secrets(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     """`<PROVIDER>_WEBHOOK_SECRET` for each provider other than Stripe, e.g. GITHUB_..."""
     secrets = {}
     for name, value in env.items():
-        if name.endswith("_WEBHOOK_SECRET") and name != "STRIPE_WEBHOOK_SECRET":
+        if name.endswith("_WEBHOOK_SECRET") and name not in STRIPE_SECRET_VARIABLES:
             provider = name.removesuffix("_WEBHOOK_SECRET").lower().replace("_", "-")
             secrets[provider] = _csv(value)
     return secrets

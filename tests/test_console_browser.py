@@ -121,7 +121,8 @@ def log_in(driver, url: str) -> None:
     driver.get(f"{url}/console/")
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys("wrong")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert "Wrong password" in driver.page_source
+    # The click navigates: wait for the answer's page, not the form it replaces.
+    wait_for(lambda: "Wrong password" in driver.page_source, what="the wrong-password page")
     assert not driver.find_elements(By.LINK_TEXT, "Events")
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()

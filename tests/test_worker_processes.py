@@ -255,6 +255,7 @@ def test_a_notification_wakes_an_idle_worker_long_before_the_poll(workers, effec
     effects.execute(query("inbox_insert"), {
         "providers": ["test"], "event_ids": ["loud"], "event_types": ["effect"],
         "payloads": ["{}"], "raw_bodies": [b"{}"], "signatures": [None],
+        "sources": [None], "accounts": [None],
     })
     effects.execute(query("inbox_wake_workers"))  # what the receiver sends after the insert
     wait_for(lambda: processed(effects) == 3, timeout=10, what="the notified event")

@@ -69,7 +69,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     with db.connect(database_url(settings)) as conn:
         events = audit.list_events(
             conn, status=args.status, event_type=args.type, provider=args.provider,
-            since=args.since, until=args.until, limit=args.limit,
+            account=args.account, since=args.since, until=args.until, limit=args.limit,
         )
     if args.json:
         print(to_json([audit.as_dict(event) for event in events]))
@@ -77,10 +77,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     if not events:
         print("no events match")
         return EXIT_OK
+    # The ACCOUNT column only when some event has one (Stripe Connect).
+    accounts = any(e.account for e in events)
     print(table(
-        ["ID", "PROVIDER", "EVENT ID", "TYPE", "STATUS", "ATTEMPTS", "RECEIVED", "LAST ERROR"],
-        [[e.id, e.provider, e.event_id, e.event_type, e.status, e.attempts,
-          local(e.received_at), shorten(e.last_error)] for e in events],
+        ["ID", "PROVIDER", "EVENT ID", "TYPE", *(["ACCOUNT"] if accounts else []), "STATUS",
+         "ATTEMPTS", "RECEIVED", "LAST ERROR"],
+        [[e.id, e.provider, e.event_id, e.event_type, *([e.account or ""] if accounts else []),
+          e.status, e.attempts, local(e.received_at), shorten(e.last_error)] for e in events],
     ))
     more = " (the limit: --limit N for more)" if len(events) == args.limit else ""
     print(f"\n{len(events)} event(s), newest first{more}")
@@ -134,6 +137,9 @@ def describe(
         ("provider", event.provider),
         ("event id", event.event_id),
         ("type", event.event_type),
+        *([("account", event.account)] if event.account else []),
+        ("source", "Stripe's Events API (inbox reconcile)" if event.source == "api"
+         else "webhook"),
         ("status", f"{event.status} after {event.attempts} attempt(s)"),
         ("received", local(event.received_at)),
         ("processed", local(event.processed_at)),
@@ -184,6 +190,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="retrying = pending after at least one failed attempt")
     listing.add_argument("--type", help="event type, e.g. invoice.paid")
     listing.add_argument("--provider", help="e.g. stripe")
+    listing.add_argument("--account", help="a Stripe Connect account, e.g. acct_1Nv0Fg...")
     listing.add_argument("--since", type=time_arg, metavar="WHEN",
                          help="received at or after WHEN: 2h (ago), 3d, 2024-07-25T10:00")
     listing.add_argument("--until", type=time_arg, metavar="WHEN",

@@ -34,6 +34,10 @@ class ReceivedEvent:
     payload_text: str  # the body as text; stored as jsonb
     raw_body: bytes  # the exact bytes received
     signature: str | None  # the signature header, to verify the bytes again later
+    # The Stripe Connect account the event happened on (the body's `account`), or None.
+    account: str | None = None
+    # Where it came from: "webhook" (a delivery) or "api" (`inbox reconcile stripe`).
+    source: str = "webhook"
 
 
 class Provider(Protocol):
@@ -135,6 +139,7 @@ def get_provider(name: str, settings: Settings, clock: Clock = time.time) -> Pro
 
     factories: dict[str, Callable[[Settings, Clock], Provider]] = {
         "stripe": stripe.StripeProvider.from_settings,
+        "stripe-connect": stripe.StripeProvider.connect_from_settings,
         "github": github.GitHubProvider.from_settings,
         "shopify": shopify.ShopifyProvider.from_settings,
         "standard-webhooks": standard_webhooks.StandardWebhooksProvider.from_settings,

@@ -1,5 +1,13 @@
 """Stripe: the `Stripe-Signature` header, checked with the stripe SDK.
 
+Two endpoints, one provider: `POST /webhooks/stripe` (the account's own endpoint, secrets in
+STRIPE_WEBHOOK_SECRET) and `POST /webhooks/stripe-connect` (a Connect endpoint, which Stripe
+signs with a secret of its own, STRIPE_CONNECT_WEBHOOK_SECRET). Both store provider
+`stripe`, so the unique key (provider, event_id) makes one row of an event whichever way it
+came, `inbox reconcile stripe` included: a Stripe event id is unique across accounts, and
+a handler registered for ("stripe", "invoice.paid") serves both. The event's `account`
+(present on events of connected accounts) is kept in its own column.
+
 The SDK computes and compares the HMAC; around it we are stricter than the SDK in three
 documented ways (see tests/fixtures/signatures): exactly one `t=` element, a timestamp
 no further from now than the tolerance in *either* direction (the SDK only checks age),
@@ -18,7 +26,13 @@ import stripe
 
 from inbox.config import Settings
 from inbox.errors import InvalidSignature
-from inbox.providers import Clock, ReceivedEvent, identifier, parse_json_object
+from inbox.providers import (
+    MAX_IDENTIFIER_CHARS,
+    Clock,
+    ReceivedEvent,
+    identifier,
+    parse_json_object,
+)
 
 SIGNATURE_HEADER = "Stripe-Signature"
 _DIGITS = re.compile(r"\d{1,12}")
@@ -31,13 +45,21 @@ class StripeProvider:
     secrets: tuple[str, ...]
     tolerance_seconds: int
     clock: Clock
-    name: str = "stripe"
+    name: str = "stripe"  # what is stored as `provider`, for both endpoints
+    secret_variable: str = "STRIPE_WEBHOOK_SECRET"
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock) -> StripeProvider:
         return cls(
             settings.stripe_webhook_secrets, settings.stripe_webhook_tolerance_seconds, clock
         )
+
+    @classmethod
+    def connect_from_settings(cls, settings: Settings, clock: Clock) -> StripeProvider:
+        """The Connect endpoint: its own secrets, the same rules and answers."""
+        return cls(settings.stripe_connect_webhook_secrets,
+                   settings.stripe_webhook_tolerance_seconds, clock,
+                   secret_variable="STRIPE_CONNECT_WEBHOOK_SECRET")
 
     def receive(self, body: bytes, headers: Mapping[str, str]) -> ReceivedEvent:
         header = headers.get(SIGNATURE_HEADER)
@@ -50,12 +72,13 @@ class StripeProvider:
             payload_text=text,
             raw_body=body,
             signature=header,
+            account=account_of(payload),
         )
 
     def verify(self, body: bytes, header: str | None) -> None:
         """Raise InvalidSignature unless `header` signs `body` with one of our secrets."""
         if not self.secrets:
-            raise InvalidSignature("no STRIPE_WEBHOOK_SECRET is configured")
+            raise InvalidSignature(f"no {self.secret_variable} is configured")
         if not header:
             raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
         if not body:
@@ -77,6 +100,18 @@ class StripeProvider:
             except TypeError:  # a non-ASCII v1 value: the SDK's compare_digest refuses it
                 raise InvalidSignature("malformed signature header") from None
         raise InvalidSignature("no signature matches")
+
+
+def account_of(event: Mapping[str, object]) -> str | None:
+    """The Connect account of a Stripe event (`account`: acct_...), or None.
+
+    Only events of connected accounts carry it; anything but a plain, short string is
+    treated as absent rather than refusing the event (the id and type decide validity).
+    """
+    account = event.get("account")
+    if isinstance(account, str) and 0 < len(account) <= MAX_IDENTIFIER_CHARS:
+        return account
+    return None
 
 
 def _single_timestamp(header: str) -> int:

@@ -2,7 +2,9 @@
 of dead processes: it beats (inbox_processes: who is alive, holding what), takes its turn
 at the alerts (the backlog, held alerts whose interval ended: inbox/alerts/watch.py),
 forgets per-minute counters older than two days (0012_minute_counts.sql), and logs its
-l2met metrics line when one is due (inbox/metrics/l2met.py).
+l2met metrics line when one is due (inbox/metrics/l2met.py); a worker also reconciles
+Stripe's events when that is due (INBOX_STRIPE_RECONCILE_SECONDS,
+inbox/stripe/reconcile.py: one worker at a time, beating between the pages it stores).
 
 Everything runs on the claimer's own connection, from the loop's own thread, between two
 turns: a process whose loop hangs stops beating, even while its connection stays open,
@@ -20,6 +22,7 @@ from inbox.config import Settings
 from inbox.metrics.l2met import MetricsLogger, ProcessCounts
 from inbox.queries import query
 from inbox.store import processes, system_state
+from inbox.stripe.reconcile import reconcile_if_due
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,10 @@ class TickDuties:
         """Beat, look at the alerts, log the metrics line if due. A failure of one duty is
         logged and leaves the others (and the work) alone; a database outage surfaces in
         the claimer's next statement anyway."""
-        for duty in (self._beat, self._look, self._forget_old_minutes, self._metrics_line):
+        duties = [self._beat, self._look, self._forget_old_minutes, self._metrics_line]
+        if self.me.kind == "worker":
+            duties.append(self._reconcile_stripe)
+        for duty in duties:
             try:
                 duty()
             except db.UNAVAILABLE_ERRORS:
@@ -65,3 +71,7 @@ class TickDuties:
 
     def _metrics_line(self) -> None:
         self.metrics.log_if_due(time.monotonic())
+
+    def _reconcile_stripe(self) -> None:
+        # A long run beats after each page, so the process is not reported gone meanwhile.
+        reconcile_if_due(self.conn, self.settings, progress=lambda _result: self._beat())

@@ -36,6 +36,8 @@ class EventRow:
     processed_at: datetime | None
     next_attempt_at: datetime
     last_error: str | None
+    account: str | None  # the Stripe Connect account, for events of one
+    source: str  # webhook | api (stored by `inbox reconcile stripe`)
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,13 @@ def list_events(
     status: str | None = None,
     event_type: str | None = None,
     provider: str | None = None,
+    account: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 50,
 ) -> list[EventRow]:
     params = {"status": status, "event_type": event_type, "provider": provider,
-              "since": since, "until": until, "limit": limit}
+              "account": account, "since": since, "until": until, "limit": limit}
     rows = db.dict_cursor(conn).execute(query("inbox_list"), params).fetchall()
     return [EventRow(**row) for row in rows]
 

@@ -24,7 +24,7 @@ def insert_events(
     refused one is refused. Database trouble raises DatabaseUnavailable for all of them.
     """
     try:
-        stored = db.run_idempotent(pool, lambda conn: _insert(conn, events))
+        stored = db.run_idempotent(pool, lambda conn: insert_rows(conn, events))
     except db.DataError as exc:
         if len(events) == 1:
             return [InvalidEvent(f"payload cannot be stored: {exc}")]
@@ -37,8 +37,10 @@ def insert_events(
     return results
 
 
-def _insert(conn: db.Connection, events: Sequence[ReceivedEvent]) -> set[tuple[str, str]]:
-    """The (provider, event_id) of the events stored by this insert."""
+def insert_rows(conn: db.Connection, events: Sequence[ReceivedEvent]
+                ) -> set[tuple[str, str]]:
+    """Run `inbox_insert` for `events` on `conn`: the (provider, event_id) of the events
+    stored by this insert. Also how `inbox reconcile stripe` stores a page of events."""
     rows = conn.execute(query("inbox_insert"), {
         "providers": [event.provider for event in events],
         "event_ids": [event.event_id for event in events],
@@ -46,6 +48,8 @@ def _insert(conn: db.Connection, events: Sequence[ReceivedEvent]) -> set[tuple[s
         "payloads": [event.payload_text for event in events],
         "raw_bodies": [event.raw_body for event in events],
         "signatures": [event.signature for event in events],
+        "sources": [event.source for event in events],
+        "accounts": [event.account for event in events],
     }).fetchall()
     return set(rows)
 

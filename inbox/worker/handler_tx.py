@@ -43,6 +43,9 @@ class Event:
     attempt: int  # 1 for the first attempt
     inbox_id: int  # the inbox row's id
     read_payload: Callable[[], str] = field(repr=False, compare=False)
+    # The Stripe Connect account (acct_...) the event happened on; None for the platform's
+    # own events and for other providers. Read from the inbox row: no payload parse needed.
+    account: str | None = None
 
     @cached_property
     def payload(self) -> dict[str, Any]:

@@ -244,6 +244,7 @@ class Worker:
             attempt=lease.attempts,
             inbox_id=lease.inbox_id,
             read_payload=functools.partial(payloads.text, lease.inbox_id),
+            account=claimed.account,
         )
         tx = HandlerTx(self.conn, event, batch.begin)
         self.control.busy()

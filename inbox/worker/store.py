@@ -36,10 +36,12 @@ class ClaimedEvent:
     event_type: str
     crashes: int
     due_at: datetime  # when it was due (next_attempt_at before the claim)
+    account: str | None = None  # the Stripe Connect account, for events of one
 
     @classmethod
     def from_row(cls, row: Sequence[Any], worker: str) -> ClaimedEvent:
-        inbox_id, provider, event_id, event_type, attempts, crashes, backend, at, due_at = row
+        (inbox_id, provider, event_id, event_type, attempts, crashes, backend, at, due_at,
+         account) = row
         return cls(
             lease=Lease(inbox_id, attempts, backend, at, worker),
             provider=provider,
@@ -47,6 +49,7 @@ class ClaimedEvent:
             event_type=event_type,
             crashes=crashes,
             due_at=due_at,
+            account=account,
         )
 
 

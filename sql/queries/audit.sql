@@ -3,9 +3,10 @@
 
 -- name: inbox_list
 -- Newest first, every filter optional (NULL = no filter). `retrying` is a pseudo-status:
--- pending again after a failed attempt (as in the inbox_failures view).
+-- pending again after a failed attempt (as in the inbox_failures view). `account` (a Stripe
+-- Connect account) is served by inbox_account_idx.
 SELECT id, provider, event_id, event_type, status, attempts, received_at, processed_at,
-       next_attempt_at, last_error
+       next_attempt_at, last_error, account, source
 FROM inbox
 WHERE (%(status)s::text IS NULL
        OR status = %(status)s::text
@@ -13,6 +14,7 @@ WHERE (%(status)s::text IS NULL
            AND last_error IS NOT NULL))
   AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
   AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(account)s::text IS NULL OR account = %(account)s::text)
   AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
 ORDER BY id DESC
@@ -41,7 +43,7 @@ WITH RECURSIVE providers AS (
     SELECT * FROM inbox WHERE id = %(inbox_id)s::bigint AND event_id <> %(ref)s::text
 )
 SELECT id, provider, event_id, event_type, status, attempts, received_at, processed_at,
-       next_attempt_at, last_error, signature, payload
+       next_attempt_at, last_error, account, source, signature, payload
 FROM found
 ORDER BY id;
 

@@ -8,11 +8,22 @@
 -- Running this twice is harmless (the receiver retries it once on a connection that
 -- turned out broken). Arrays go in binary: psycopg's text array dumper costs more
 -- than the rest of the request.
-INSERT INTO inbox (provider, event_id, event_type, payload, raw_body, signature)
-SELECT provider, event_id, event_type, payload::jsonb, raw_body, signature
+-- `inbox reconcile stripe` stores the events Stripe's API lists and the inbox lacks with this
+-- same statement, one page at a time: `sources` says where each came from ('webhook' or
+-- 'api'; NULL means 'webhook'), `accounts` the Connect account of each (or NULL).
+-- Rows go in in key order: two inserts of overlapping events (a reconcile page, newest
+-- first, and a receiver's group, in arrival order; two reconciles) then take the keys' locks
+-- in the same order and one waits for the other, where in opposite orders each would wait
+-- for a key the other had just inserted: a deadlock, one of them aborted (a 503).
+INSERT INTO inbox (provider, event_id, event_type, payload, raw_body, signature, source,
+                   account)
+SELECT provider, event_id, event_type, payload::jsonb, raw_body, signature,
+       coalesce(source, 'webhook'), account
 FROM unnest(%(providers)b::text[], %(event_ids)b::text[], %(event_types)b::text[],
-            %(payloads)b::text[], %(raw_bodies)b::bytea[], %(signatures)b::text[])
-     AS event(provider, event_id, event_type, payload, raw_body, signature)
+            %(payloads)b::text[], %(raw_bodies)b::bytea[], %(signatures)b::text[],
+            %(sources)b::text[], %(accounts)b::text[])
+     AS event(provider, event_id, event_type, payload, raw_body, signature, source, account)
+ORDER BY provider, event_id
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING provider, event_id;
 

@@ -45,7 +45,8 @@ SET attempts = inbox.attempts + 1,
 FROM picked
 WHERE inbox.id = picked.id
 RETURNING inbox.id, inbox.provider, inbox.event_id, inbox.event_type,
-          inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at, picked.due_at;
+          inbox.attempts, inbox.crashes, inbox.locked_backend, inbox.locked_at, picked.due_at,
+          inbox.account;
 
 -- name: inbox_payloads
 -- The payloads of a batch's events, read when a handler first reads `event.payload`

@@ -15,7 +15,6 @@ write costs a full trip through the TCP stack (see docs/decisions.md).
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
 import hashlib
 import hmac
@@ -27,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from inbox.backoff import parse_retry_after
 from inbox.relay.routes import Route
 from inbox.relay.store import OutboxMessage
 from inbox.relay.transports import Result
@@ -190,22 +190,6 @@ def classify(status: int, excerpt: str, retry_after: str | None, *, now: float) 
     if status == 410:
         return Result.dead(f"endpoint gone, {answer}", http_status=status)
     return Result.dead(answer, http_status=status)
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT; parsedate gives naive for "-0000"
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def signature_headers(

@@ -1,0 +1,179 @@
+"""A fake of Stripe's Events API for the tests: a real HTTP server (serve_wsgi) answering
+`GET /v1/events` the way Stripe does, reached by pointing STRIPE_API_BASE at it.
+
+- newest first (`created` descending, then id), `limit` (default 10, at most 100),
+  `starting_after` / `ending_before`, `has_more`, and the list object
+  `{"object": "list", "data": [...], "has_more": ..., "url": "/v1/events"}`;
+- filters `created` (an integer or `created[gte|gt|lte|lt]`), `type`, `types[]` (as
+  `types[]=a` or the SDK's `types[0]=a`, at most 20), `delivery_success` (true/false);
+- `Authorization: Bearer <key>` (401 otherwise, Stripe's error JSON), `Stripe-Account`
+  (then only that connected account's events);
+- `rate_limit(n, retry_after=1)`: the next n requests get 429 with `Retry-After` and no
+  `Stripe-Should-Retry`, as Stripe's rate limiter answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from inbox.cli.send_test_event import fresh_event
+from tests.support import serve_wsgi, stripe_event_files
+
+API_KEY = "rk_test_reconcile_fake_key_0123456789"
+_ids = itertools.count(1)
+
+
+def fixture_templates() -> list[bytes]:
+    return [path.read_bytes() for path in stripe_event_files()]
+
+
+def make_events(count: int, *, newest: int | None = None, spacing_seconds: int = 60,
+                account: str | None = None, prefix: str = "evt_rec") -> list[dict[str, Any]]:
+    """`count` events built from the nine fixtures (cycled), fresh ids, `created` spaced
+    `spacing_seconds` apart going back from `newest` (default: now); newest first."""
+    newest = newest or int(time.time())
+    templates = fixture_templates()
+    run = next(_ids)
+    events = []
+    for n in range(count):
+        body = fresh_event(templates[n % len(templates)],
+                           event_id=f"{prefix}_{run}_{n:05d}",
+                           created=newest - n * spacing_seconds)
+        event = json.loads(body)
+        if account:
+            event["account"] = account
+        events.append(event)
+    return events
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.lower() == "true"
+
+
+class FakeStripe:
+    """The fake's state: its events, which of them were "delivered", and the requests."""
+
+    def __init__(self, api_key: str = API_KEY) -> None:
+        self.api_key = api_key
+        self.events: list[dict[str, Any]] = []
+        self.delivered: set[str] = set()
+        self.requests: list[dict[str, Any]] = []  # query args, account, status of each
+        self._lock = threading.Lock()
+        self._rate_limited = 0
+        self._retry_after = "1"
+
+    def add(self, events: list[dict[str, Any]], *, delivered: bool = False) -> None:
+        with self._lock:
+            self.events.extend(events)
+            self.events.sort(key=lambda e: (-e["created"], e["id"]))
+            if delivered:
+                self.delivered.update(e["id"] for e in events)
+
+    def rate_limit(self, count: int, retry_after: str = "1") -> None:
+        with self._lock:
+            self._rate_limited = count
+            self._retry_after = retry_after
+
+    def statuses(self) -> list[int]:
+        return [request["status"] for request in self.requests]
+
+    # -- the WSGI app ---------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        response = self._answer(request)
+        self.requests.append({"path": request.path, "args": request.args.to_dict(flat=False),
+                              "account": request.headers.get("Stripe-Account"),
+                              "status": response.status_code})
+        return response(environ, start_response)
+
+    def _answer(self, request: Request) -> Response:
+        if request.path != "/v1/events" or request.method != "GET":
+            return _error(404, "invalid_request_error", f"Unrecognized request URL "
+                          f"({request.method}: {request.path})")
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            key = auth.removeprefix("Bearer ")
+            # Stripe masks the key; the fake echoes it whole, to prove we never print it.
+            return _error(401, "invalid_request_error", f"Invalid API Key provided: {key}")
+        with self._lock:
+            if self._rate_limited > 0:
+                self._rate_limited -= 1
+                response = _error(429, "invalid_request_error",
+                                  "Request rate limit exceeded.", code="rate_limit")
+                response.headers["Retry-After"] = self._retry_after
+                return response
+            events = list(self.events)
+        args = request.args
+        try:
+            limit = int(args.get("limit", "10"))
+        except ValueError:
+            return _error(400, "invalid_request_error", "Invalid integer: limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "invalid_request_error", "limit must be between 1 and 100")
+        types = [value for key, values in args.lists()
+                 if key == "types[]" or (key.startswith("types[") and key[6:-1].isdigit())
+                 for value in values]
+        if len(types) > 20:
+            return _error(400, "invalid_request_error", "types: at most 20")
+        account = request.headers.get("Stripe-Account")
+        events = [e for e in events if e.get("account") == account] if account else [
+            e for e in events if "account" not in e]
+        events = [e for e in events if _created_matches(e["created"], args)]
+        if types:
+            events = [e for e in events if e["type"] in types]
+        if args.get("type"):
+            events = [e for e in events if e["type"] == args["type"]]
+        success = _flag(args.get("delivery_success"))
+        if success is not None:
+            events = [e for e in events if (e["id"] in self.delivered) == success]
+        ids = [e["id"] for e in events]
+        if args.get("starting_after"):
+            if args["starting_after"] not in ids:
+                return _error(400, "invalid_request_error", "No such event: "
+                              + args["starting_after"])
+            events = events[ids.index(args["starting_after"]) + 1:]
+        elif args.get("ending_before"):
+            end = ids.index(args["ending_before"]) if args["ending_before"] in ids else 0
+            events = events[max(0, end - limit):end]
+        page = events[:limit]
+        body = {"object": "list", "data": page, "has_more": len(events) > limit,
+                "url": "/v1/events"}
+        return Response(json.dumps(body, indent=2), 200, content_type="application/json",
+                        headers={"Request-Id": f"req_fake_{next(_ids)}"})
+
+
+def _created_matches(created: int, args: Any) -> bool:
+    if "created" in args:
+        return created == int(args["created"])
+    for op, test in (("gte", created.__ge__), ("gt", created.__gt__),
+                     ("lte", created.__le__), ("lt", created.__lt__)):
+        value = args.get(f"created[{op}]")
+        if value is not None and not test(int(value)):
+            return False
+    return True
+
+
+def _error(status: int, kind: str, message: str, code: str | None = None) -> Response:
+    error = {"type": kind, "message": message}
+    if code:
+        error["code"] = code
+    return Response(json.dumps({"error": error}), status, content_type="application/json")
+
+
+@contextmanager
+def fake_stripe() -> Iterator[tuple[FakeStripe, str]]:
+    """A FakeStripe served on loopback: (the fake, its base URL for STRIPE_API_BASE)."""
+    fake = FakeStripe()
+    with serve_wsgi(fake) as url:
+        yield fake, url
