@@ -80,14 +80,14 @@ def worker_available() -> bool:
 
 
 def inbox_worker(url: str, concurrency: int, events: int,
-                 handlers: str = "bench.noop_handlers") -> Throughput:
+                 handlers: str = "bench.noop_handlers", **extra_env: str) -> Throughput:
     """Run `inbox worker --concurrency N` until `events` events are finished.
 
     Timed from the first event finished to the `events`-th, so the interpreter's start-up
     is not counted (nor for the peers). Progress is read from a sequence, not counted in
     the table: a count(*) every 50 ms would take CPU from the worker it measures.
     """
-    env = venv_env(DATABASE_URL=url, INBOX_HANDLERS=handlers)
+    env = venv_env(DATABASE_URL=url, INBOX_HANDLERS=handlers, **extra_env)
     argv = [str(Path(sys.executable).parent / "inbox"), "worker", "--concurrency",
             str(concurrency)]
     with running(argv, env=env, name="worker") as process, \

@@ -74,6 +74,8 @@ class Settings:
     metrics_token: str | None = None
     # Seconds between two l2met metrics lines of a process (inbox/metrics/l2met.py); 0: none.
     log_metrics_seconds: float = 60.0
+    # `text` (human lines) or `json` (one JSON object per line): inbox/logs.py.
+    log_format: str = "text"
     # Alerts (inbox/alerts/): the backlog age that raises one, the signature failures within
     # five minutes that do, and the least time between two messages of one kind.
     alert_backlog_seconds: float = 600.0
@@ -139,6 +141,7 @@ class Settings:
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
             metrics_token=env.get("INBOX_METRICS_TOKEN") or None,
             log_metrics_seconds=_number(env, "INBOX_LOG_METRICS_SECONDS", 60.0, float),
+            log_format=log_format_from_env(env),
             alert_backlog_seconds=_number(env, "INBOX_ALERT_BACKLOG_SECONDS", 600.0, float),
             alert_signature_failures=_number(env, "INBOX_ALERT_SIGNATURE_FAILURES", 20, int),
             alert_interval_seconds=_number(env, "INBOX_ALERT_INTERVAL_SECONDS", 300.0, float),
@@ -153,6 +156,16 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (or run `inbox dev` for a local database)")
         return self.database_url
+
+
+def log_format_from_env(env: Mapping[str, str] | None = None) -> str:
+    """INBOX_LOG_FORMAT: `text` (default) or `json`; read alone by the web process's
+    post_fork, which sets up logging before the app reads its settings."""
+    env = os.environ if env is None else env
+    raw = env.get("INBOX_LOG_FORMAT", "").strip().lower() or "text"
+    if raw not in ("text", "json"):
+        raise ConfigError(f"INBOX_LOG_FORMAT={raw!r} is not one of text, json")
+    return raw
 
 
 def _csv(value: str) -> tuple[str, ...]:

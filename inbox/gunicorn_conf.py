@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 
+from inbox.config import log_format_from_env
 from inbox.logs import configure_logging
 from inbox.metrics import multiprocess as metrics_multiprocess
 
@@ -67,7 +68,7 @@ def post_fork(server, worker) -> None:
     """
     logging.logThreads = False
     logging.logMultiprocessing = False
-    configure_logging()
+    configure_logging(log_format=log_format_from_env())
 
 
 # The cyclic garbage collector, relaxed in each web process once the app is loaded: the

@@ -97,7 +97,9 @@ def test_procfile_web_line_serves_the_receiver(database_url, db):
     assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 41
     # Stopping gunicorn leaves nothing behind: no pool connection, no notifier connection.
     wait_for(lambda: web_connections(db, "inbox-web%") == 0, "the web connections to close")
-    assert '"outcome": "stored"' in output  # the structured request log reached stderr
+    # The request log line reached stderr, in the default (text) format.
+    assert " INFO inbox.web request provider=stripe event_id=evt_" in output
+    assert " outcome=stored status=" not in output and " outcome=stored ms=" in output
 
 
 # Requests gunicorn's parser refuses before the app sees them (one connection each), and

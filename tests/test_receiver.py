@@ -159,9 +159,11 @@ def test_one_log_line_per_request_without_secrets_or_payload(client, clock, capl
     with caplog.at_level("INFO", logger="inbox.web"):
         client.post("/webhooks/stripe", data=body, headers=headers)
         client.post("/webhooks/stripe", data=body, headers={"Stripe-Signature": "t=1,v1=00"})
-    lines = [r.getMessage() for r in caplog.records if r.name == "inbox.web"]
-    assert len(lines) == 2
-    stored, rejected = (json.loads(line) for line in lines)
+    records = [r for r in caplog.records if r.name == "inbox.web"]
+    assert len(records) == 2
+    stored, rejected = (dict(*r.msg.rows) for r in records)  # inbox.logs.Lines
+    lines = [r.getMessage() for r in records]
+    assert lines[0].startswith("request provider=stripe event_id=")
     assert stored["outcome"] == "stored" and stored["event_id"] == json.loads(body)["id"]
     assert rejected["outcome"] == "invalid_signature" and rejected["status"] == 400
     text = "\n".join(lines)

@@ -126,7 +126,7 @@ def test_a_provider_name_is_read_as_utf8(client, clock, caplog) -> None:
         answer = client.post("/webhooks/str%C3%AFpe", data=body,
                              headers=signed_headers(body, int(clock.now)))
     assert answer.status_code == 404 and answer.get_json()["error"] == "unknown_provider"
-    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "inbox.web"]
+    [line] = [dict(*r.msg.rows) for r in caplog.records if r.name == "inbox.web"]
     assert line["provider"] == "str\u00efpe" and line["status"] == 404
 
 

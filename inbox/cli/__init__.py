@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         settings = Settings.from_env()
+        configure_logging(log_format=settings.log_format)
         func: Command = args.func
         return func(args, settings)
     except ConfigError as exc:

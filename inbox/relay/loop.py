@@ -43,6 +43,7 @@ from inbox.alerts.kinds import all_kinds
 from inbox.backoff import honour_retry_after, next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable
+from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.relay import store
 from inbox.relay.routes import Route, RouteTable, parse_routes
 from inbox.relay.store import OutboxMessage, Outcome
@@ -203,6 +204,7 @@ class Relay:
         self._lanes = Lanes(self.concurrency, self.destination_concurrency, self._wake)
         self._topic_destination: dict[str, str] = {}
         self._outcomes: list[Outcome] = []
+        self._lines: list[dict[str, object]] = []  # the log lines of self._outcomes
         self._skipping_claims_after = 0.0
         self._short_skip: frozenset[str] = frozenset()
         self._immediate = False
@@ -315,8 +317,11 @@ class Relay:
             route = self.routes.match(message.topic)
             if route is None:
                 error = f"no route for topic {message.topic!r} in INBOX_ROUTES"
-                self._outcomes.append(Outcome(message.id, "dead", error))
-                logger.warning("outbox %s dead: %s", message.id, error)
+                outcome = Outcome(message.id, "dead", error)
+                self._outcomes.append(outcome)
+                self._lines.append({"message_id": message.id, "topic": message.topic,
+                                    "attempt": message.attempts, "outcome": "dead",
+                                    "error": error})
                 continue
             self._topic_destination[message.topic] = route.destination
             jobs.append((message, route))
@@ -325,12 +330,15 @@ class Relay:
 
     def _collect(self) -> int:
         results = self._lanes.results()
-        self._outcomes.extend(self._decide(delivery) for delivery in results)
+        for delivery in results:
+            outcome = self._decide(delivery)
+            self._outcomes.append(outcome)
+            self._lines.append(delivery_line(delivery, outcome))
         return len(results)
 
     def _decide(self, delivery: Delivery) -> Outcome:
         """The row's next state after an attempt: sent, dead, or pending with a delay."""
-        message, route, result = delivery.message, delivery.route, delivery.result
+        message, result = delivery.message, delivery.result
         settings = self.settings
         history = {"started_at": delivery.started_at, "finished_at": delivery.finished_at,
                    "http_status": result.http_status, "smtp_reply": result.smtp_reply}
@@ -344,13 +352,10 @@ class Relay:
             if retry_after is not None:
                 retry_after = min(retry_after, settings.retry_cap_seconds)
             delay = honour_retry_after(delay, retry_after)
-            logger.info("outbox %s to %s: attempt %d failed, retry in %.1f s: %s",
-                        message.id, route.safe_url, message.attempts, delay, result.error)
             return Outcome(message.id, "pending", result.error, delay, **history)
         error = result.error or "dead"
         if result.status == "retry":
             error = f"gave up after {message.attempts} attempts: {error}"
-        logger.warning("outbox %s to %s dead: %s", message.id, route.safe_url, error)
         return Outcome(message.id, "dead", error, **history)
 
     def _flush(self) -> None:
@@ -367,6 +372,8 @@ class Relay:
             self.stats[outcome.status] += 1
             self.duties.counts.add(f"outbox.{L2MET_OUTCOMES[outcome.status]}")
         self._outcomes = []
+        log_deliveries(self._lines)
+        self._lines = []
 
     def _raise_message_dead(self, outbox_ids: list[int]) -> None:
         """In the transaction that made these messages dead: their alert (never for an
@@ -386,6 +393,46 @@ class Relay:
                 logger.exception("outbox %s: transport %s failed", message.id, route.scheme)
                 result = Result.retry(f"{type(exc).__name__}: {exc}")
             self._lanes.done(Delivery(message, route, result, started, datetime.now(UTC)))
+
+
+# The level of a delivery's line, by outcome.
+DELIVERY_LEVELS = {"sent": logging.INFO, "retry": logging.INFO, "dead": logging.WARNING}
+
+
+def delivery_line(delivery: Delivery, outcome: Outcome) -> dict[str, object]:
+    """The fields of one delivery attempt's log line. The destination is
+    `scheme://host:port` (Route.destination), never the URL: an smtp URL holds a password
+    and an http path can be a credential itself (a Slack incoming webhook's). The SMTP
+    reply is its code only (its text may name a recipient). A failure adds the start of
+    the error, as stored in last_error (the transport's words and the status line or the
+    start of the destination's answer), never the payload."""
+    message, result = delivery.message, delivery.result
+    seconds = (delivery.finished_at - delivery.started_at).total_seconds()
+    line: dict[str, object] = {
+        "message_id": message.id, "topic": message.topic,
+        "destination": delivery.route.destination, "attempt": message.attempts,
+        "outcome": L2MET_OUTCOMES[outcome.status], "ms": round(seconds * 1000, 2),
+        "http_status": result.http_status,
+        "smtp_code": result.smtp_reply[:3] if result.smtp_reply else None,
+    }
+    if outcome.status == "pending":
+        line["retry_in_s"] = round(outcome.delay_seconds, 1)
+    if outcome.status != "sent" and outcome.error:
+        # An http transport's error names the URL (`POST <url>: ...`): its host only here.
+        error = outcome.error.replace(delivery.route.url, delivery.route.destination)
+        line["error"] = error[:MAX_LOGGED_ERROR_CHARS]
+    return line
+
+
+def log_deliveries(lines: list[dict[str, object]]) -> None:
+    """One line per delivery attempt, one logging call per level present (inbox/logs.py)."""
+    if not lines or not logger.isEnabledFor(logging.INFO):
+        return
+    by_level: dict[int, list[dict[str, object]]] = {}
+    for line in lines:
+        by_level.setdefault(DELIVERY_LEVELS[str(line["outcome"])], []).append(line)
+    for level, chunk in sorted(by_level.items()):
+        log_lines(logger, level, "delivery", chunk)
 
 
 def loop_spec(

@@ -64,6 +64,14 @@ class Route:
         return self.url.replace(f":{urlsplit(self.url).password}@", ":***@", 1)
 
 
+    @property
+    def log_url(self) -> str:
+        """safe_url, with an http(s) URL's path and query shown as `/...`."""
+        if self.scheme in HTTP_SCHEMES and urlsplit(self.url).path not in ("", "/"):
+            return f"{self.destination}/..."
+        return self.safe_url
+
+
 class RouteTable:
     """The routes in order; `match(topic)` gives the first whose pattern matches."""
 
@@ -82,9 +90,10 @@ class RouteTable:
         return found
 
     def describe(self) -> str:
-        """`pattern=url, ...` with passwords hidden, for the start-up log line."""
+        """`pattern=url, ...` for the start-up log line: passwords hidden, and an http(s)
+        URL's path too (it can be a credential itself: a Slack incoming webhook's)."""
         return ", ".join(
-            f"{r.pattern}={r.safe_url}" + (" (signed)" if r.secrets else "") for r in self.routes
+            f"{r.pattern}={r.log_url}" + (" (signed)" if r.secrets else "") for r in self.routes
         )
 
 

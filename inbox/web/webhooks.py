@@ -23,6 +23,7 @@ from werkzeug.wsgi import get_input_stream
 
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, UnknownProvider
+from inbox.logs import Lines
 from inbox.metrics import web as metrics
 from inbox.providers import Clock, Provider, get_provider
 from inbox.web.group_commit import GroupCommit
@@ -73,7 +74,7 @@ class WebhookRoute:
         finally:
             seconds = time.perf_counter() - started
             record["ms"] = round(seconds * 1000, 2)
-            log.info(json.dumps(record))
+            log.info(Lines("request", (record,)))  # inbox/logs.py: text or JSON
             known = name if name in self._providers else metrics.UNKNOWN_PROVIDER
             outcome = str(record.get("outcome", "internal_error"))
             metrics.record_answer(known, outcome, seconds)

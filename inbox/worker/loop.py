@@ -39,6 +39,7 @@ from inbox.alerts.kinds import all_kinds
 from inbox.backoff import next_attempt_delay_seconds
 from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable, Permanent
+from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.runtime.duties import TickDuties
 from inbox.runtime.spec import Control, LoopSpec, NullControl
 from inbox.worker import store
@@ -132,6 +133,7 @@ class Worker:
         outcomes = [self._crash_outcome(dead) for dead in leases]
         # One statement, atomic on its own (with the event_dead alert if any went dead).
         rescued = store.finish(self.conn, outcomes, on_dead=self._raise_event_dead)
+        log_attempts(None, outcomes)
         if rescued:
             log.warning("rescued %d event(s) from dead workers", rescued)
         return rescued
@@ -197,6 +199,7 @@ class Worker:
         HANDLERS_WITH_SQL_PER_TRANSACTION of them have run SQL; the events left over (still
         leased to this worker) go to the next transaction."""
         outcomes: list[Outcome] = []
+        millis: list[float | None] = []
         with BatchTransaction(self.conn) as batch:
             for index, claimed in enumerate(events):
                 if batch.handlers_with_sql >= HANDLERS_WITH_SQL_PER_TRANSACTION:
@@ -205,8 +208,11 @@ class Worker:
                 if self.control.stop_requested():
                     # Shutting down: finish the event in hand, give the rest back.
                     outcomes.append(Outcome(claimed.lease, "pending", "released"))
+                    millis.append(None)
                     continue
+                began = time.perf_counter()
                 outcomes.append(self._run_handler(claimed, batch, payloads))
+                millis.append(round((time.perf_counter() - began) * 1000, 2))
             else:
                 left = []
             finished, queued = store.finish_batch(self.conn, outcomes, batch.messages,
@@ -215,6 +221,7 @@ class Worker:
         for outcome in outcomes:
             if outcome.outcome != "released":
                 self.duties.counts.add(f"inbox.{outcome.outcome}")
+        log_attempts(events, outcomes, millis)
         if queued:
             store.wake_relay(self.conn)
         if finished != len(outcomes):
@@ -263,14 +270,11 @@ class Worker:
         return Outcome(lease, "processed", "processed", started_at=started)
 
     def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
+        # The attempt's log line (log_attempts) says it, with the batch's other lines.
         error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         if isinstance(exc, Permanent) or lease.attempts >= self.max_attempts:
-            log.error("event %s is dead after attempt %d: %s", lease.inbox_id, lease.attempts,
-                      error)
             return Outcome(lease, "dead", "dead", error=error, started_at=started)
         delay = self._delay_seconds(lease.attempts)
-        log.warning("event %s failed attempt %d, retry in %.1fs: %s", lease.inbox_id,
-                    lease.attempts, delay, error)
         return Outcome(lease, "pending", "retry", delay, error, started)
 
     def _crash_outcome(self, dead: DeadLease) -> Outcome:
@@ -286,7 +290,6 @@ class Worker:
             error += f" holding {dead.held} events"
             return Outcome(lease, "pending", "crashed", 0.0, error, lease.locked_at)
         if lease.attempts >= self.max_attempts:
-            log.error("event %s is dead: %s", lease.inbox_id, error)
             return Outcome(lease, "dead", "crashed", error=error, started_at=lease.locked_at)
         delay = self._delay_seconds(lease.attempts)
         return Outcome(lease, "pending", "crashed", delay, error, lease.locked_at)
@@ -295,6 +298,53 @@ class Worker:
         return next_attempt_delay_seconds(
             attempt, self.settings.retry_base_seconds, self.settings.retry_cap_seconds, self.rng
         )
+
+
+# The level of an attempt's line, by outcome (anything else: INFO).
+ATTEMPT_LEVELS = {"retry": logging.WARNING, "crashed": logging.WARNING, "dead": logging.ERROR}
+
+
+def attempt_line(claimed: ClaimedEvent | None, outcome: Outcome, ms: float | None
+                 ) -> dict[str, object]:
+    """The fields of one attempt's log line: who, which attempt, how it ended, how long.
+
+    Never the payload. A failure adds the exception's class and the start of its message
+    (MAX_LOGGED_ERROR_CHARS): the handler author's text and the operator's first clue,
+    as stored in last_error (docs/decisions.md, "Structured log lines, one logging call
+    per batch").
+    """
+    lease = outcome.lease
+    line: dict[str, object] = {}
+    if claimed is not None:
+        line.update(provider=claimed.provider, event_id=claimed.event_id,
+                    type=claimed.event_type)
+    line.update(inbox_id=lease.inbox_id, attempt=lease.attempts, outcome=outcome.outcome,
+                ms=ms)
+    if outcome.outcome in ("retry", "crashed") and outcome.delay_seconds is not None:
+        line["retry_in_s"] = round(outcome.delay_seconds, 1)
+    if outcome.error is not None:
+        error_class, _, message = outcome.error.partition(": ")
+        if outcome.outcome == "crashed":
+            error_class, message = "WorkerCrashed", outcome.error
+        line["error_class"] = error_class
+        line["error"] = message[:MAX_LOGGED_ERROR_CHARS]
+    return line
+
+
+def log_attempts(events: list[ClaimedEvent] | None, outcomes: list[Outcome],
+                 millis: list[float | None] | None = None) -> None:
+    """One line per attempt, one logging call per level present (usually one per batch:
+    inbox/logs.py). `events` and `millis` are in the order of `outcomes` (None: not known,
+    as for a rescued crash)."""
+    if not log.isEnabledFor(logging.INFO) or not outcomes:
+        return
+    by_level: dict[int, list[dict[str, object]]] = {}
+    for index, outcome in enumerate(outcomes):
+        line = attempt_line(events[index] if events else None, outcome,
+                            millis[index] if millis else None)
+        by_level.setdefault(ATTEMPT_LEVELS.get(outcome.outcome, logging.INFO), []).append(line)
+    for level, lines in sorted(by_level.items()):
+        log_lines(log, level, "attempt", lines)
 
 
 class BatchTransaction:
