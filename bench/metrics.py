@@ -38,7 +38,8 @@ from bench.seed import lean_templates, seed_events
 from inbox.queries import query
 from inbox.store import system_state
 
-SYSTEM_QUERIES = ("system_status_counts", "system_backlog", "system_attempts_last_minute")
+SYSTEM_QUERIES = ("system_status_counts", "system_backlog", "system_attempts_last_minute",
+                  "system_dead_by_type", "system_deliveries_last_minute", "system_end_to_end")
 TARGET_SCRAPE_MS = 10.0
 TOKEN = "bench-metrics-token"
 FAILURES_SQL = """

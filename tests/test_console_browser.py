@@ -121,12 +121,17 @@ def log_in(driver, url: str) -> None:
     driver.get(f"{url}/console/")
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys("wrong")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    # The click navigates: wait for the answer's page, not the form it replaces.
-    wait_for(lambda: "Wrong password" in driver.page_source, what="the wrong-password page")
+    see(driver, "Wrong password")
     assert not driver.find_elements(By.LINK_TEXT, "Events")
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     wait_for(lambda: driver.find_elements(By.LINK_TEXT, "Events"), what="signed in")
+
+
+def see(driver, text: str) -> None:
+    """Wait until the page shows `text`: a click navigates, and the page read right after
+    it may still be the one it replaces (seen under load)."""
+    wait_for(lambda: text in driver.page_source, what=f"a page showing {text!r}")
 
 
 def status_of(db, event_id: str) -> str:
@@ -160,7 +165,7 @@ def test_operator_story_in_a_browser(browser, console_url, worker, db, screensho
     driver.find_element(By.LINK_TEXT, "Events").click()
     Select(driver.find_element(By.NAME, "status")).select_by_value("dead")
     driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    assert "status=dead" in driver.current_url
+    wait_for(lambda: "status=dead" in driver.current_url, what="the filtered list")
     rows = driver.find_elements(By.CSS_SELECTOR, "table.events tbody tr")
     assert len(rows) == len(dead)
     shot(driver, screenshots, "2-events-dead")
@@ -170,7 +175,7 @@ def test_operator_story_in_a_browser(browser, console_url, worker, db, screensho
     worker.start()
     button = driver.find_element(By.XPATH, "//button[contains(., 'Replay')]")
     button.click()
-    assert "pending again" in driver.page_source
+    see(driver, "pending again")
     wait_for(lambda: status_of(db, dead[-1]) == "processed", what="replayed event processed")
     driver.refresh()
     assert "processed" in driver.find_element(By.CSS_SELECTOR, "dl.kv dd span").text
@@ -178,10 +183,10 @@ def test_operator_story_in_a_browser(browser, console_url, worker, db, screensho
     driver.find_element(By.LINK_TEXT, "Failures").click()
     shot(driver, screenshots, "4-failures")
     driver.find_element(By.PARTIAL_LINK_TEXT, "Replay these").click()
-    assert "Replay 5 events?" in driver.page_source
+    see(driver, "Replay 5 events?")
     shot(driver, screenshots, "5-replay-confirm")
     driver.find_element(By.CSS_SELECTOR, "button.primary").click()
-    assert "Replayed 5 events" in driver.page_source
+    see(driver, "Replayed 5 events")
     wait_for(lambda: all(status_of(db, e) == "processed" for e in dead),
              what="the failure group processed")
     assert db.execute("SELECT action, affected FROM inbox_console_actions ORDER BY id"

@@ -89,6 +89,15 @@ def test_system_figures_equal_the_database_counts(metrics_app, clock, db):
         db.execute("INSERT INTO outbox (topic, payload, idempotency_key, status)"
                    " VALUES ('t', '{}', %s, %s)", [f"k{n}", status])
 
+    # Two of the processed events, 3 and 5 s after they were received; one delivery try.
+    db.execute("INSERT INTO inbox_attempts (inbox_id, attempt, started_at, finished_at, outcome)"
+               " SELECT id, 1, received_at, received_at + make_interval(secs => s), 'processed'"
+               " FROM inbox, (VALUES (1, 3), (2, 5)) v(k, s) WHERE id = %s + k - 1",
+               [ids[0]])
+    db.execute("INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at,"
+               " outcome) SELECT min(id), 1, 'r', now() - interval '1 minute',"
+               " date_trunc('minute', now()) - interval '30 seconds', 'sent' FROM outbox")
+
     figures = scrape(client)
 
     for family in CONTRACT_FAMILIES:
@@ -103,6 +112,10 @@ def test_system_figures_equal_the_database_counts(metrics_app, clock, db):
     assert 90 <= figures["inbox_oldest_due_seconds"][()] < 90 + 60
     assert figures["inbox_leased_events"][()] == 1
     assert figures["inbox_database_up"][()] == 1
+    assert by_label(figures["inbox_dead_events_by_type"], "type") == {"charge.refunded": 1}
+    assert by_label(figures["outbox_deliveries_last_minute"], "outcome")["sent"] == 1
+    delay = by_label(figures["inbox_end_to_end_seconds"], "quantile")
+    assert delay["0.5"] == pytest.approx(4.0) and delay["0.99"] == pytest.approx(4.98)
     requests = by_label(figures["inbox_webhook_requests"], "outcome")
     assert requests["stored"] >= 12
 

@@ -85,6 +85,22 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
     for kind in processes.KINDS:
         gone.add_metric([kind], sum(1 for p in state.processes if p.kind == kind and not p.alive))
     yield gone
+    dead = GaugeMetricFamily("inbox_dead_events_by_type", "Dead events by event type.",
+                             labels=["type"])
+    for event_type, count in sorted(state.dead_by_type.items()):
+        dead.add_metric([event_type], count)
+    yield dead
+    deliveries = GaugeMetricFamily("outbox_deliveries_last_minute", "Delivery tries in the "
+                                   "last complete minute, by outcome.", labels=["outcome"])
+    for outcome, count in state.deliveries_last_minute.items():
+        deliveries.add_metric([outcome], count)
+    yield deliveries
+    delay = GaugeMetricFamily("inbox_end_to_end_seconds", "Received-to-processed delay of "
+                              "the newest processed events (up to 1,000 of the last 5 "
+                              "minutes), by quantile.", labels=["quantile"])
+    for quantile, seconds in state.end_to_end_seconds.items():
+        delay.add_metric([quantile], seconds)
+    yield delay
     attempts = GaugeMetricFamily("inbox_attempts_last_minute",
                                  "Event attempts finished in the last minute, by outcome.",
                                  labels=["outcome"])

@@ -19,6 +19,9 @@ from inbox.store.audit import ATTEMPT_OUTCOMES
 
 INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
 OUTBOX_STATUSES = ("pending", "sent", "dead")
+# The outcomes of outbox_attempts (0006_outbox_attempts.sql).
+DELIVERY_OUTCOMES = ("sent", "retry", "dead", "crashed")
+END_TO_END_QUANTILES = ("0.5", "0.9", "0.99")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class SystemState:
     outbox_backlog: Backlog
     attempts_last_minute: Mapping[str, int]
     processes: Sequence[processes.ProcessRow]  # workers, relays, web: alive first
+    dead_by_type: Mapping[str, int]
+    deliveries_last_minute: Mapping[str, int]  # the last complete minute, by outcome
+    end_to_end_seconds: Mapping[str, float]  # received -> processed: p50, p90, p99
 
 
 def status_counts(conn: db.Connection) -> tuple[dict[str, int], dict[str, int]]:
@@ -66,4 +72,22 @@ def read(conn: db.Connection) -> SystemState:
                                row["outbox_leased"]),
         attempts_last_minute=attempts,
         processes=processes.list_processes(conn),
+        dead_by_type=dict(conn.execute(query("system_dead_by_type")).fetchall()),
+        deliveries_last_minute=_deliveries(conn),
+        end_to_end_seconds=_end_to_end(conn),
     )
+
+
+def _deliveries(conn: db.Connection) -> dict[str, int]:
+    deliveries = dict.fromkeys(DELIVERY_OUTCOMES, 0)
+    deliveries.update(dict(conn.execute(query("system_deliveries_last_minute")).fetchall()))
+    return deliveries
+
+
+def _end_to_end(conn: db.Connection) -> dict[str, float]:
+    """Quantile label ("0.5", "0.9", "0.99") -> seconds; empty when nothing was processed
+    in the last five minutes."""
+    row = conn.execute(query("system_end_to_end")).fetchone()
+    if row is None or row[0] is None:
+        return {}
+    return dict(zip(END_TO_END_QUANTILES, row[0], strict=True))

@@ -43,3 +43,29 @@ SELECT outcome, count(*)
 FROM inbox_attempts
 WHERE finished_at >= now() - interval '1 minute'
 GROUP BY outcome;
+
+-- name: system_dead_by_type
+-- Dead events by type, read through the partial index of failing events
+-- (inbox_failures_idx); at most 100,000 rows are read however large a storm was.
+SELECT event_type, count(*)
+FROM (SELECT event_type FROM inbox WHERE status = 'dead' LIMIT 100000) dead
+GROUP BY event_type;
+
+-- name: system_deliveries_last_minute
+-- Delivery tries in the last complete minute, by outcome (sent, retry, dead, crashed),
+-- from the per-minute counters of 0012_minute_counts.sql.
+SELECT outcome, sum(n)::bigint
+FROM inbox_minute_counts
+WHERE source = 'deliveries' AND minute = date_trunc('minute', now()) - interval '1 minute'
+GROUP BY outcome;
+
+-- name: system_end_to_end
+-- Received-to-processed delay of the newest processed events (at most 1,000 of the last
+-- five minutes: the BRIN end of inbox_attempts, then one primary-key lookup each), as
+-- the median, the 90th and the 99th percentile in seconds; NULLs when none.
+SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM a.finished_at - i.received_at))
+FROM (SELECT inbox_id, finished_at FROM inbox_attempts
+      WHERE finished_at >= now() - interval '5 minutes' AND outcome = 'processed'
+      ORDER BY finished_at DESC LIMIT 1000) a
+JOIN inbox i ON i.id = a.inbox_id;
