@@ -16,6 +16,7 @@ from inbox.migrations import migrate
 from inbox.throwaway import Cluster
 from inbox.web import create_app
 from tests.support import TEST_SECRET
+from tests.worker_support import EFFECTS_TABLE, WorkerProcesses, write_handlers
 
 TEMPLATE = "inbox_template"
 _counter = itertools.count()
@@ -98,3 +99,22 @@ def app(settings: Settings, clock: FrozenClock):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def workers(database_url: str, tmp_path) -> Iterator[WorkerProcesses]:
+    """`inbox worker` processes with the test handlers (tests/worker_support.py), all
+    killed with their children at the end."""
+    write_handlers(tmp_path)
+    started = WorkerProcesses(database_url, tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+@pytest.fixture
+def effects(db: psycopg.Connection) -> psycopg.Connection:
+    """The test's database with the `effects` table the test handlers write to."""
+    db.execute(EFFECTS_TABLE)
+    return db

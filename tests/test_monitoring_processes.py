@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -22,26 +21,12 @@ from tests.support import REPO, signed_headers, stripe_event_files, wait_for
 from tests.test_metrics_procfile import web_server
 from tests.test_relay import running_relay, sink
 from tests.worker_support import (
-    EFFECTS_TABLE,
-    WorkerProcesses,
     insert_events,
     kill_group,
     statuses,
-    write_handlers,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workers(database_url: str, db: psycopg.Connection, tmp_path) -> Iterator[WorkerProcesses]:
-    db.execute(EFFECTS_TABLE)
-    write_handlers(tmp_path)
-    started = WorkerProcesses(database_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 def alerts(db: psycopg.Connection, kind: str) -> list[tuple[str, dict]]:
@@ -56,7 +41,8 @@ def held(db: psycopg.Connection, kind: str) -> int:
                       ).fetchone()[0]
 
 
-def test_a_permanent_failure_is_one_alert_delivered_through_the_routes(workers, db):
+def test_a_permanent_failure_is_one_alert_delivered_through_the_routes(workers, effects):
+    db = effects
     with sink() as (endpoint, url):
         [event_id] = insert_events(db, "permanent", 1)
         worker = workers.start("--with-relay",
@@ -72,7 +58,8 @@ def test_a_permanent_failure_is_one_alert_delivered_through_the_routes(workers, 
     assert [status for status, _ in alerts(db, "event_dead")] == ["sent"]
 
 
-def test_two_hundred_dead_events_are_a_few_alerts_that_add_up(workers, db):
+def test_two_hundred_dead_events_are_a_few_alerts_that_add_up(workers, effects):
+    db = effects
     insert_events(db, "permanent", 200)
     workers.start(INBOX_ALERT_INTERVAL_SECONDS="1", INBOX_ROUTES="*=log:")
     wait_for(lambda: statuses(db).get("dead") == 200, "200 dead", timeout=60)
@@ -126,7 +113,9 @@ def test_the_web_notices_a_backlog_and_a_burst_of_bad_signatures(database_url, d
                       ).fetchone()[0] == 0
 
 
-def test_status_shows_who_beats_and_reports_a_killed_worker_gone(workers, database_url, db):
+def test_status_shows_who_beats_and_reports_a_killed_worker_gone(workers, database_url,
+                                                                effects):
+    db = effects
     worker = workers.start("--concurrency", "2", INBOX_LOG_METRICS_SECONDS="0.5")
     insert_events(db, "effect", 20)
     wait_for(lambda: statuses(db).get("processed") == 20, "20 processed")

@@ -11,7 +11,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,32 +20,13 @@ from inbox.queries import query
 from inbox.runtime.spec import EXIT_INTERRUPTED, EXIT_OK
 from tests.support import wait_for
 from tests.worker_support import (
-    EFFECTS_TABLE,
-    WorkerProcesses,
     event_row,
     insert_events,
     kill_group,
     statuses,
-    write_handlers,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workers(database_url: str, tmp_path) -> Iterator[WorkerProcesses]:
-    write_handlers(tmp_path)
-    started = WorkerProcesses(database_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
-
-
-@pytest.fixture
-def effects(db: psycopg.Connection) -> psycopg.Connection:
-    db.execute(EFFECTS_TABLE)
-    return db
 
 
 def processed(db: psycopg.Connection) -> int:
