@@ -27,7 +27,6 @@ from inbox.worker.registry import Registry
 from inbox.worker.store import Outcome
 from tests.support import wait_for
 from tests.worker_support import (
-    EFFECTS_TABLE,
     drain,
     event_row,
     insert_events,
@@ -66,12 +65,6 @@ def make_worker(worker_settings: Settings, registry: Registry) -> Iterator[MakeW
     yield make
     for worker in made:
         worker.close()
-
-
-@pytest.fixture
-def effects(db: psycopg.Connection) -> psycopg.Connection:
-    db.execute(EFFECTS_TABLE)
-    return db
 
 
 def effect_count(db: psycopg.Connection, event_id: str | None = None) -> int:
