@@ -368,9 +368,10 @@ class Relay:
             store.record_outcomes(self.conn, self.name, self._outcomes)
             if dead:
                 self._raise_message_dead(dead)
-        for outcome in self._outcomes:
-            self.stats[outcome.status] += 1
-            self.duties.counts.add(f"outbox.{L2MET_OUTCOMES[outcome.status]}")
+        done = Counter(outcome.status for outcome in self._outcomes)
+        self.stats.update(done)
+        for status, count in done.items():  # one lock each, not one per delivery
+            self.duties.counts.add(f"outbox.{L2MET_OUTCOMES[status]}", count)
         self._outcomes = []
         log_deliveries(self._lines)
         self._lines = []

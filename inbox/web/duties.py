@@ -1,7 +1,8 @@
 """The web process's periodic duties, on a daemon thread (a greenlet under gunicorn's
 gevent workers), once per poll interval: it beats (inbox_processes), holds the signature
 failures it answered since its previous tick for their alert, takes its turn at the alerts
-(inbox/alerts/watch.py), and logs its l2met metrics line when one is due.
+(inbox/alerts/watch.py), and logs its l2met metrics line when one is due: the reporting
+every process does (inbox/metrics/duties.py), with the signature failures as its own duty.
 
 The web process takes the alerts' turn too because it is the one process that runs for
 as long as webhooks arrive: with every worker dead, a backlog grows and only the web is
@@ -12,21 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from inbox import db
-from inbox.alerts import coalesce, watch
+from inbox.alerts import coalesce
 from inbox.alerts.kinds import all_kinds
 from inbox.config import Settings
-from inbox.metrics.l2met import MetricsLogger, ProcessCounts
-from inbox.store import processes, system_state
+from inbox.metrics.duties import ConnectionSource, ReportingDuties
+from inbox.store import processes
 
 log = logging.getLogger(__name__)
-
-ConnectionSource = Callable[[], AbstractContextManager[db.Connection]]
 
 
 class WebDuties:
@@ -35,11 +31,8 @@ class WebDuties:
     def __init__(self, settings: Settings, connection: ConnectionSource) -> None:
         self.settings = settings
         self.connection = connection
-        self.me = processes.Identity.of_this_process("web")
-        self.counts = ProcessCounts()
-        self.metrics = MetricsLogger(self.me.dyno or f"web.{self.me.pid}",
-                                     settings.log_metrics_seconds, self._read_state,
-                                     self.counts)
+        self.reporting = ReportingDuties("web", settings, connection,
+                                         [self._hold_signature_failures])
         self._signature_failures: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -47,14 +40,14 @@ class WebDuties:
 
     def answered(self, provider: str, outcome: str) -> None:
         """Called for every webhook answer (cheap: a counter under a lock)."""
-        self.counts.add(f"webhook.{outcome}")
+        self.reporting.counts.add(f"webhook.{outcome}")
         if outcome == "invalid_signature":
             with self._lock:
                 self._signature_failures[provider] += 1
 
     def start(self) -> WebDuties:
         if self._thread is None:
-            self.me = processes.Identity.of_this_process("web")  # after gunicorn's fork
+            self.reporting.me = processes.Identity.of_this_process("web")  # after the fork
             self._thread = threading.Thread(target=self._run, name="inbox-web-duties",
                                             daemon=True)
             self._thread.start()
@@ -67,26 +60,22 @@ class WebDuties:
             self._thread.join(timeout=5)
             self._thread = None
             try:
-                with self.connection() as conn:
-                    processes.gone(conn, self.me)
+                self.reporting.goodbye()
             except Exception as exc:  # the database may be gone first
                 log.info("web: could not say goodbye: %s", exc)
 
     def run_once(self) -> None:
         """One tick's duties on one pooled connection."""
+        self.reporting.run()
+
+    def _hold_signature_failures(self, conn: db.Connection) -> None:
+        """The signature failures answered since the previous tick, held for their alert
+        (the alerts' turn of this same tick then looks at them)."""
         with self._lock:
             failures, self._signature_failures = self._signature_failures, Counter()
-        with self.connection() as conn:
-            processes.beat(conn, self.me, self.settings.poll_interval_seconds)
-            if failures:
-                kind = all_kinds(self.settings)["signature_failures"]
-                coalesce.hold(conn, kind, sum(failures.values()), sorted(failures))
-            watch.look(conn, self.settings)
-        self.metrics.log_if_due(time.monotonic())
-
-    def _read_state(self) -> system_state.SystemState:
-        with self.connection() as conn:
-            return system_state.read(conn)
+        if failures:
+            kind = all_kinds(self.settings)["signature_failures"]
+            coalesce.hold(conn, kind, sum(failures.values()), sorted(failures))
 
     def _run(self) -> None:
         interval = max(self.settings.poll_interval_seconds, 0.1)

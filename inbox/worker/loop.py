@@ -31,6 +31,7 @@ import os
 import random
 import socket
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from inbox import db
@@ -218,9 +219,9 @@ class Worker:
             finished, queued = store.finish_batch(self.conn, outcomes, batch.messages,
                                                   own_transaction=not batch.begun,
                                                   on_dead=self._raise_event_dead)
-        for outcome in outcomes:
-            if outcome.outcome != "released":
-                self.duties.counts.add(f"inbox.{outcome.outcome}")
+        done = Counter(outcome.outcome for outcome in outcomes if outcome.outcome != "released")
+        for name, count in done.items():  # one lock each, not one per event
+            self.duties.counts.add(f"inbox.{name}", count)
         log_attempts(events, outcomes, millis)
         if queued:
             store.wake_relay(self.conn)
