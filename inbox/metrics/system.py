@@ -95,6 +95,7 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
     for outcome, count in state.deliveries_last_minute.items():
         deliveries.add_metric([outcome], count)
     yield deliveries
+    yield from _outbox_by_destination_and_topic(state)
     delay = GaugeMetricFamily("inbox_end_to_end_seconds", "Received-to-processed delay of "
                               "the newest processed events (up to 1,000 of the last 5 "
                               "minutes), by quantile.", labels=["quantile"])
@@ -107,6 +108,24 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
     for outcome, count in state.attempts_last_minute.items():
         attempts.add_metric([outcome], count)
     yield attempts
+
+
+def _outbox_by_destination_and_topic(state: SystemState) -> Iterator[Metric]:
+    """Which destination fails, and which topics' messages died. A destination label is
+    scheme://host:port, log: or none, never a route's URL (system_state.safe_destination)."""
+    by_destination = GaugeMetricFamily(
+        "outbox_deliveries_by_destination_last_minute", "Delivery tries in the last "
+        "complete minute, by destination (scheme://host:port, log:, or none when the try "
+        "went nowhere) and outcome; every destination tried in the last hour.",
+        labels=["destination", "outcome"])
+    for (destination, outcome), count in sorted(state.deliveries_by_destination.items()):
+        by_destination.add_metric([destination, outcome], count)
+    yield by_destination
+    dead = GaugeMetricFamily("outbox_dead_messages_by_topic", "Dead outbox messages by "
+                             "topic.", labels=["topic"])
+    for topic, count in sorted(state.dead_messages_by_topic.items()):
+        dead.add_metric([topic], count)
+    yield dead
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

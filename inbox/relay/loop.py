@@ -341,7 +341,8 @@ class Relay:
         message, result = delivery.message, delivery.result
         settings = self.settings
         history = {"started_at": delivery.started_at, "finished_at": delivery.finished_at,
-                   "http_status": result.http_status, "smtp_reply": result.smtp_reply}
+                   "http_status": result.http_status, "smtp_reply": result.smtp_reply,
+                   "destination": delivery.route.destination}
         if result.status == "sent":
             return Outcome(message.id, "sent", **history)
         if result.status == "retry" and message.attempts < settings.max_attempts:

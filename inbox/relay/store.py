@@ -42,8 +42,8 @@ class OutboxMessage:
 @dataclass(frozen=True)
 class Outcome:
     """What to write for one message after its attempt, and for its outbox_attempts row:
-    when the delivery ran (None: no delivery, e.g. no route) and what the other side
-    answered."""
+    when the delivery ran (None: no delivery, e.g. no route), where it went and what the
+    other side answered."""
 
     id: int
     status: Status
@@ -53,6 +53,8 @@ class Outcome:
     finished_at: datetime | None = None
     http_status: int | None = None
     smtp_reply: str | None = None
+    # Route.destination (scheme://host:port or log:), never the URL; None: no route.
+    destination: str | None = None
 
 
 def claim(
@@ -80,6 +82,7 @@ def record_outcomes(conn: Connection, locked_by: str, outcomes: Sequence[Outcome
         "finished_ats": [o.finished_at for o in outcomes],
         "http_statuses": [o.http_status for o in outcomes],
         "smtp_replies": [o.smtp_reply for o in outcomes],
+        "destinations": [o.destination for o in outcomes],
     }
     return len(conn.execute(query("outbox_record_outcomes"), params).fetchall())
 

@@ -1,4 +1,4 @@
-"""The state of the whole deployment, read from the database in four cheap statements.
+"""The state of the whole deployment, read from the database in a few cheap statements.
 
 Any process can report it and every one reports the same figures, because they all come
 from PostgreSQL: `/metrics` on each web process today, the console's overview and
@@ -9,6 +9,7 @@ never scans the tables (docs/decisions.md, "Counts kept by triggers").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,12 @@ OUTBOX_STATUSES = ("pending", "sent", "dead")
 # The outcomes of outbox_attempts (0006_outbox_attempts.sql).
 DELIVERY_OUTCOMES = ("sent", "retry", "dead", "crashed")
 END_TO_END_QUANTILES = ("0.5", "0.9", "0.99")
+# What a destination may look like in a report: the relay's Route.destination, i.e.
+# scheme://host:port or log:. Nothing that can hold userinfo, a path or a query (no '@',
+# '/', '?', '#' after the scheme), whatever ended up in the column.
+SAFE_DESTINATION = re.compile(r"(?:(?:https?|smtps?)://[A-Za-z0-9._\-\[\]:]{1,262}|log:)")
+NO_DESTINATION = "none"  # a try that went nowhere: no route, a crash, an older relay
+OTHER_DESTINATION = "other"  # a value not of the safe form (never shown as written)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class SystemState:
     processes: Sequence[processes.ProcessRow]  # workers, relays, web: alive first
     dead_by_type: Mapping[str, int]
     deliveries_last_minute: Mapping[str, int]  # the last complete minute, by outcome
+    # The same minute by (destination, outcome), for each destination tried in the hour.
+    deliveries_by_destination: Mapping[tuple[str, str], int]
+    dead_messages_by_topic: Mapping[str, int]
     end_to_end_seconds: Mapping[str, float]  # received -> processed: p50, p90, p99
 
 
@@ -64,6 +74,7 @@ def read(conn: db.Connection) -> SystemState:
     assert row is not None
     attempts = dict.fromkeys(ATTEMPT_OUTCOMES, 0)
     attempts.update(dict(conn.execute(query("system_attempts_last_minute")).fetchall()))
+    by_destination = _deliveries_by_destination(conn)
     return SystemState(
         inbox=inbox, outbox=outbox,
         inbox_backlog=Backlog(row["inbox_due"], row["inbox_oldest_due_seconds"],
@@ -73,14 +84,39 @@ def read(conn: db.Connection) -> SystemState:
         attempts_last_minute=attempts,
         processes=processes.list_processes(conn),
         dead_by_type=dict(conn.execute(query("system_dead_by_type")).fetchall()),
-        deliveries_last_minute=_deliveries(conn),
+        deliveries_last_minute=_by_outcome(by_destination),
+        deliveries_by_destination=by_destination,
+        dead_messages_by_topic=dict(
+            conn.execute(query("system_dead_messages_by_topic")).fetchall()),
         end_to_end_seconds=_end_to_end(conn),
     )
 
 
-def _deliveries(conn: db.Connection) -> dict[str, int]:
+def safe_destination(value: str) -> str:
+    """A destination as a report may show it: the relay's scheme://host:port or log:
+    as written, 'none' for a try that went nowhere, 'other' for anything else (a value
+    that could hold a credential is never shown)."""
+    if not value:
+        return NO_DESTINATION
+    return value if SAFE_DESTINATION.fullmatch(value) else OTHER_DESTINATION
+
+
+def _deliveries_by_destination(conn: db.Connection) -> dict[tuple[str, str], int]:
+    """(destination, outcome) -> tries in the last complete minute; every outcome present
+    for each destination tried in the last hour."""
+    counts: dict[tuple[str, str], int] = {}
+    for destination, outcome, n in conn.execute(query("system_deliveries_by_destination")):
+        label = safe_destination(destination)
+        for each in DELIVERY_OUTCOMES:
+            counts.setdefault((label, each), 0)
+        counts[(label, outcome)] = counts.get((label, outcome), 0) + n
+    return counts
+
+
+def _by_outcome(by_destination: Mapping[tuple[str, str], int]) -> dict[str, int]:
     deliveries = dict.fromkeys(DELIVERY_OUTCOMES, 0)
-    deliveries.update(dict(conn.execute(query("system_deliveries_last_minute")).fetchall()))
+    for (_, outcome), n in by_destination.items():
+        deliveries[outcome] = deliveries.get(outcome, 0) + n
     return deliveries
 
 

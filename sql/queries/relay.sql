@@ -36,17 +36,18 @@ RETURNING outbox.id, outbox.topic, outbox.payload::text AS payload_json,
 -- changed; a 'sent' is also kept for a row the crash rescue took back meanwhile (it was
 -- delivered: better recorded than sent again).
 -- The same statement writes each changed row's outbox_attempts row (outcome 'retry' for
--- 'pending'), with the delivery's start and end as the delivery thread saw them and the
--- destination's answer, so the history and the status commit together. A row left alone
+-- 'pending'), with the delivery's start and end as the delivery thread saw them, the
+-- destination (the route's scheme://host:port, never its URL) and its answer, so the
+-- history and the status commit together. A row left alone
 -- (a lease that changed hands) gets no history row: its new holder writes that.
 WITH r AS (
     SELECT *
     FROM unnest(%(ids)b::bigint[], %(statuses)b::text[], %(errors)b::text[],
                 %(delays)b::float8[], %(started_ats)b::timestamptz[],
                 %(finished_ats)b::timestamptz[], %(http_statuses)b::integer[],
-                %(smtp_replies)b::text[])
+                %(smtp_replies)b::text[], %(destinations)b::text[])
          AS r (id, status, error, delay_seconds, started_at, finished_at, http_status,
-               smtp_reply)
+               smtp_reply, destination)
 ), changed AS (
     UPDATE outbox
     SET status = r.status,
@@ -63,11 +64,11 @@ WITH r AS (
     RETURNING outbox.id, outbox.attempts
 ), recorded AS (
     INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at, outcome,
-                                 http_status, smtp_reply, error)
+                                 http_status, smtp_reply, error, destination)
     SELECT c.id, c.attempts, %(locked_by)s, coalesce(r.started_at, statement_timestamp()),
            coalesce(r.finished_at, statement_timestamp()),
            CASE r.status WHEN 'pending' THEN 'retry' ELSE r.status END,
-           r.http_status, r.smtp_reply, r.error
+           r.http_status, r.smtp_reply, r.error, r.destination
     FROM changed c JOIN r USING (id)
 )
 SELECT id FROM changed;

@@ -51,13 +51,26 @@ SELECT event_type, count(*)
 FROM (SELECT event_type FROM inbox WHERE status = 'dead' LIMIT 100000) dead
 GROUP BY event_type;
 
--- name: system_deliveries_last_minute
--- Delivery tries in the last complete minute, by outcome (sent, retry, dead, crashed),
--- from the per-minute counters of 0012_minute_counts.sql.
-SELECT outcome, sum(n)::bigint
-FROM inbox_minute_counts
-WHERE source = 'deliveries' AND minute = date_trunc('minute', now()) - interval '1 minute'
-GROUP BY outcome;
+-- name: system_dead_messages_by_topic
+-- Dead outbox messages by topic, read through the partial index of dead messages
+-- (outbox_dead_idx); at most 100,000 rows are read however large a storm was.
+SELECT topic, count(*)
+FROM (SELECT topic FROM outbox WHERE status = 'dead' LIMIT 100000) dead
+GROUP BY topic;
+
+-- name: system_deliveries_by_destination
+-- Delivery tries in the last complete minute, by destination and outcome (sent, retry,
+-- dead, crashed), from the per-minute counters of 0012_minute_counts.sql and
+-- 0013_delivery_destinations.sql: every (destination, outcome) counted in the last hour is
+-- listed, 0 when the last minute had none, so a destination's series does not vanish in a
+-- quiet minute. An hour of counters is a few thousand small rows whatever the throughput
+-- (the primary key's range on minute). destination '' is a try that went nowhere.
+SELECT destination, outcome, coalesce(sum(n) FILTER (WHERE minute = last.minute), 0)::bigint
+FROM inbox_minute_counts,
+     (SELECT date_trunc('minute', now()) - interval '1 minute' AS minute) last
+WHERE minute > last.minute - interval '1 hour' AND minute <= last.minute
+  AND source = 'deliveries'
+GROUP BY destination, outcome;
 
 -- name: system_end_to_end
 -- Received-to-processed delay of the newest processed events (at most 1,000 of the last
