@@ -65,12 +65,13 @@ GROUP BY topic;
 -- listed, 0 when the last minute had none, so a destination's series does not vanish in a
 -- quiet minute. An hour of counters is a few thousand small rows whatever the throughput
 -- (the primary key's range on minute). destination '' is a try that went nowhere.
-SELECT destination, outcome, coalesce(sum(n) FILTER (WHERE minute = last.minute), 0)::bigint
-FROM inbox_minute_counts,
+SELECT c.destination, c.outcome,
+       coalesce(sum(c.n) FILTER (WHERE c.minute = last.minute), 0)::bigint
+FROM inbox_minute_counts c,
      (SELECT date_trunc('minute', now()) - interval '1 minute' AS minute) last
-WHERE minute > last.minute - interval '1 hour' AND minute <= last.minute
-  AND source = 'deliveries'
-GROUP BY destination, outcome;
+WHERE c.minute > last.minute - interval '1 hour' AND c.minute <= last.minute
+  AND c.source = 'deliveries'
+GROUP BY c.destination, c.outcome;
 
 -- name: system_end_to_end
 -- Received-to-processed delay of the newest processed events (at most 1,000 of the last
