@@ -9,6 +9,8 @@ messages; then, on that database:
 - the whole scrape, `GET /metrics` through the Procfile's web line (two processes), as a
   client times it.
 Target: a scrape in <= 10 ms of server time (the issue's "a few milliseconds").
+Then what counting deliveries per destination costs the relay's outcome statement
+(bench/delivery_counters.py).
 What metrics cost the ingest path is measured by `python -m bench ingest --variants
 no_metrics` (the receiver without its counters).
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from bench import delivery_counters
 from bench.harness import (
     free_port,
     fresh_database,
@@ -39,7 +42,8 @@ from inbox.queries import query
 from inbox.store import system_state
 
 SYSTEM_QUERIES = ("system_status_counts", "system_backlog", "system_attempts_last_minute",
-                  "system_dead_by_type", "system_deliveries_last_minute", "system_end_to_end")
+                  "system_dead_by_type", "system_dead_messages_by_topic",
+                  "system_deliveries_by_destination", "system_end_to_end")
 TARGET_SCRAPE_MS = 10.0
 TOKEN = "bench-metrics-token"
 FAILURES_SQL = """
@@ -62,6 +66,25 @@ SELECT g, 'email.receipt', '{"to": "a@example.com"}', 'bench:' || g, 'sent', 1, 
 FROM generate_series(1, %(count)s) g
 """
 
+# A fifth of the failing count as dead messages, over four topics.
+DEAD_OUTBOX_SQL = """
+UPDATE outbox
+SET status = 'dead', last_error = 'HTTP 410',
+    topic = (ARRAY['email.receipt', 'crm.contact', 'crm.deal', 'slack.note'])[1 + id %% 4]
+WHERE id IN (SELECT id FROM outbox ORDER BY id DESC LIMIT %(dead)s)
+"""
+# Two days of delivery counters, as full as the table gets: every minute, three
+# destinations, two outcomes, all eight shards.
+DELIVERY_COUNTS_SQL = """
+INSERT INTO inbox_minute_counts (minute, source, outcome, destination, shard, n)
+SELECT date_trunc('minute', now()) - m * interval '1 minute', 'deliveries', outcome,
+       destination, shard, 100
+FROM generate_series(0, 2 * 1440 - 1) m,
+     unnest(ARRAY['sent', 'retry']) outcome,
+     unnest(ARRAY['https://crm.example:443', 'smtp://mail.example:587', 'log:']) destination,
+     generate_series(0, 7) shard
+"""
+
 
 def seed(url: str, events: int, failing: int) -> None:
     """The tables as months of traffic leave them (see the module docstring)."""
@@ -70,6 +93,8 @@ def seed(url: str, events: int, failing: int) -> None:
         conn.execute(FAILURES_SQL, {"failing": failing})
         conn.execute(ATTEMPTS_SQL, {"count": events // 10})
         conn.execute(OUTBOX_SQL, {"count": events // 10})
+        conn.execute(DEAD_OUTBOX_SQL, {"dead": failing // 5})
+        conn.execute(DELIVERY_COUNTS_SQL)
         conn.execute("VACUUM ANALYZE")
 
 
@@ -125,6 +150,7 @@ def run(args: argparse.Namespace) -> Report:
         http = scrape_ms(url, args.rounds)
         with psycopg.connect(url, autocommit=True) as conn:
             read = system_state.read(conn)
+        outcome_body, outcome_medians = delivery_counters.measure(cluster, args.outcome_rounds)
     rows = [
         ["system_state.read() (every query of a scrape)", *_figures(state)],
         *parts,
@@ -134,16 +160,21 @@ def run(args: argparse.Namespace) -> Report:
     ]
     body = "\n".join([
         f"{args.events:,} events ({args.failing:,} failing or pending), "
-        f"{args.events // 10:,} attempts, {args.events // 10:,} outbox messages; "
-        f"seeding took {seeded:.0f} s. The inbox as a scrape reads it (exact): "
+        f"{args.events // 10:,} attempts, {args.events // 10:,} outbox messages "
+        f"({args.failing // 5:,} dead), two days of delivery counters (3 destinations, "
+        f"8 shards); seeding took {seeded:.0f} s. The inbox as a scrape reads it (exact): "
         + ", ".join(f"{k} {v:,}" for k, v in read.inbox.items()) + ".", "",
-        table(["what", "median ms", "p90 ms", "max ms"], rows),
+        table(["what", "median ms", "p90 ms", "max ms"], rows), "",
+        outcome_body,
     ])
     report = Report(f"metrics: a scrape with {args.events:,} events",
                     f"python -m bench metrics --events {args.events}", body)
     median = statistics.median(state)
     report.check(f"scrape server time <= {TARGET_SCRAPE_MS:.0f} ms", f"{median:.1f} ms",
                  median <= TARGET_SCRAPE_MS)
+    extra_us = (outcome_medians["0013"] - outcome_medians["0012"]) * 1000
+    report.check("counting deliveries per destination: cost on a relay outcome statement "
+                 "(100 outcomes)", f"{extra_us:+.0f} us vs per outcome only", None)
     return report
 
 
@@ -152,11 +183,13 @@ def _figures(times: list[float]) -> list[float]:
     return [statistics.median(ordered), ordered[int(len(ordered) * 0.9) - 1], ordered[-1]]
 
 
-FULL = {"events": 10_000_000, "failing": 5_000, "rounds": 50}
-QUICK = {"events": 1_200_000, "failing": 3_000, "rounds": 20}
+FULL = {"events": 10_000_000, "failing": 5_000, "rounds": 50, "outcome_rounds": 200}
+QUICK = {"events": 1_200_000, "failing": 3_000, "rounds": 20, "outcome_rounds": 60}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, help="processed events seeded (10,000,000)")
     parser.add_argument("--failing", type=int, help="of which dead, retrying or due")
     parser.add_argument("--rounds", type=int, help="scrapes timed")
+    parser.add_argument("--outcome-rounds", type=int,
+                        help="relay outcome statements timed per trigger form (200)")

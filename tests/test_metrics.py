@@ -261,6 +261,15 @@ def test_a_destination_not_of_the_safe_form_is_shown_as_other(metrics_app, db):
     assert tries[(("destination", "other"), ("outcome", "retry"))] == 1
 
 
+def test_a_destination_quiet_this_minute_shows_zeros_until_15_minutes_pass(metrics_app, db):
+    db.execute("INSERT INTO inbox_minute_counts (minute, source, outcome, destination, shard,"
+               " n) SELECT date_trunc('minute', now()) - m * interval '1 minute', 'deliveries',"
+               " 'sent', d, 0, 5 FROM (VALUES (6, 'log:'), (20, 'http://old.example:80')) v(m, d)")
+    tries = scrape(metrics_app.test_client())["outbox_deliveries_by_destination_last_minute"]
+    assert tries == {(("destination", "log:"), ("outcome", outcome)): 0
+                     for outcome in system_state.DELIVERY_OUTCOMES}
+
+
 @pytest.mark.parametrize(("written", "shown"), [
     ("https://crm.example:443", "https://crm.example:443"),
     ("smtp://mail.example:587", "smtp://mail.example:587"),

@@ -116,7 +116,7 @@ def _outbox_by_destination_and_topic(state: SystemState) -> Iterator[Metric]:
     by_destination = GaugeMetricFamily(
         "outbox_deliveries_by_destination_last_minute", "Delivery tries in the last "
         "complete minute, by destination (scheme://host:port, log:, or none when the try "
-        "went nowhere) and outcome; every destination tried in the last hour.",
+        "went nowhere) and outcome; every destination tried in the last 15 minutes.",
         labels=["destination", "outcome"])
     for (destination, outcome), count in sorted(state.deliveries_by_destination.items()):
         by_destination.add_metric([destination, outcome], count)

@@ -52,7 +52,7 @@ class SystemState:
     processes: Sequence[processes.ProcessRow]  # workers, relays, web: alive first
     dead_by_type: Mapping[str, int]
     deliveries_last_minute: Mapping[str, int]  # the last complete minute, by outcome
-    # The same minute by (destination, outcome), for each destination tried in the hour.
+    # The same minute by (destination, outcome), for each destination tried in 15 minutes.
     deliveries_by_destination: Mapping[tuple[str, str], int]
     dead_messages_by_topic: Mapping[str, int]
     end_to_end_seconds: Mapping[str, float]  # received -> processed: p50, p90, p99
@@ -103,7 +103,7 @@ def safe_destination(value: str) -> str:
 
 def _deliveries_by_destination(conn: db.Connection) -> dict[tuple[str, str], int]:
     """(destination, outcome) -> tries in the last complete minute; every outcome present
-    for each destination tried in the last hour."""
+    for each destination tried in the last 15 minutes."""
     counts: dict[tuple[str, str], int] = {}
     for destination, outcome, n in conn.execute(query("system_deliveries_by_destination")):
         label = safe_destination(destination)
