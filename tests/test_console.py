@@ -287,8 +287,14 @@ def test_outbox_pages_replay_and_hide_route_secrets(settings, clock, db):
         assert "smtp://mail.example.com:587" in html and "https://crm.example" in html
         assert "hunter2" not in html and "s3" not in html and "user" not in html
         message_id = db.execute("SELECT min(id) FROM outbox").fetchone()[0]
+        db.execute("INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome,"
+                   " destination) VALUES (%s, 1, now(), 'retry', 'smtp://mail.example.com:587'),"
+                   " (%s, 2, now(), 'dead', 'smtp://user:hunter2@mail.example.com:587')",
+                   [message_id, message_id])
         page = client.get(f"/console/outbox/{message_id}").get_data(as_text=True)
         assert "SMTP 550" in page and "hunter2" not in page
+        # Each try's destination as the relay wrote it, or 'other' when not of a safe form.
+        assert "<td>smtp://mail.example.com:587</td>" in page and "<td>other</td>" in page
         client.post(f"/console/outbox/{message_id}/replay", data={"csrf_token": csrf_of(page)})
         assert db.execute("SELECT status FROM outbox WHERE id = %s",
                           [message_id]).fetchone()[0] == "pending"

@@ -179,9 +179,9 @@ SELECT id, inbox_id, topic, status, attempts, idempotency_key, created_at, sent_
 FROM outbox WHERE id = %(id)s;
 
 -- name: console_outbox_attempts_of_message
--- A message's delivery tries, oldest first.
-SELECT outbox_id, attempt, relay, started_at, finished_at, outcome, http_status, smtp_reply,
-       error
+-- A message's delivery tries, oldest first, with where each went.
+SELECT outbox_id, attempt, relay, started_at, finished_at, outcome, destination, http_status,
+       smtp_reply, error
 FROM outbox_attempts WHERE outbox_id = %(id)s
 ORDER BY started_at, id
 LIMIT 500;
