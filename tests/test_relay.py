@@ -201,6 +201,8 @@ def test_every_delivery_try_is_in_the_history_with_its_answer(database_url, db):
     for t in tries:
         assert t["relay"] and t["smtp_reply"] is None
         assert t["started_at"] <= t["finished_at"]
+        # Where it went: the route's scheme://host:port, not its URL (/hook is not there).
+        assert t["destination"] == url.removesuffix("/hook")
     assert tries[0]["finished_at"] <= tries[1]["started_at"]
     # Written with the outcome: the message's status and its history agree.
     assert outbox(db)["k1"]["sent_at"] >= tries[1]["finished_at"]
@@ -218,6 +220,7 @@ def test_a_dead_message_and_an_unrouted_one_have_their_history(database_url, db)
     [unrouted] = attempts_history(db, "k2")
     assert (unrouted["outcome"], unrouted["http_status"]) == ("dead", None)
     assert unrouted["error"].startswith("no route for topic")
+    assert unrouted["destination"] is None
 
 
 def test_410_is_dead_at_once_with_the_answer(database_url, db):
