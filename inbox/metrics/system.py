@@ -98,7 +98,8 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
     yield from _outbox_by_destination_and_topic(state)
     delay = GaugeMetricFamily("inbox_end_to_end_seconds", "Received-to-processed delay of "
                               "the newest processed events (up to 1,000 of the last 5 "
-                              "minutes), by quantile.", labels=["quantile"])
+                              "minutes, among the newest 10,000 attempts), by quantile.",
+                              labels=["quantile"])
     for quantile, seconds in state.end_to_end_seconds.items():
         delay.add_metric([quantile], seconds)
     yield delay
