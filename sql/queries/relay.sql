@@ -38,8 +38,8 @@ RETURNING outbox.id, outbox.topic, outbox.payload::text AS payload_json,
 -- The same statement writes each changed row's outbox_attempts row (outcome 'retry' for
 -- 'pending'), with the delivery's start and end as the delivery thread saw them, the
 -- destination (the route's scheme://host:port, never its URL) and its answer, so the
--- history and the status commit together. A row left alone
--- (a lease that changed hands) gets no history row: its new holder writes that.
+-- history and the status commit together. A row left alone (a lease that changed hands)
+-- gets no history row: its new holder writes that.
 WITH r AS (
     SELECT *
     FROM unnest(%(ids)b::bigint[], %(statuses)b::text[], %(errors)b::text[],
