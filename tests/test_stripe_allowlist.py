@@ -37,6 +37,7 @@ from inbox.logs import Lines
 from inbox.metrics import web as web_metrics
 from inbox.stripe import ips
 from inbox.web import create_app
+from inbox.web.allowlist import StripeAllowlist
 from tests.cli_support import cli_env, inbox
 from tests.support import REPO, TEST_SECRET, free_port, serve_wsgi, signed_headers, wait_for
 from tests.test_procfile_web import wait_until_healthy
@@ -140,6 +141,15 @@ def test_off_by_default(client, db):
     response = client.post("/webhooks/stripe", data=body, headers=headers,
                            environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert response.status_code == 200 and stored(db, event_id)
+
+
+def test_other_spellings_of_a_listed_address_are_that_address():
+    listed = dataclasses.replace(ips.shipped(), addresses=("3.18.12.63", "2600:1f18::1"))
+    allowlist = StripeAllowlist(0, listed)
+    for client in ("3.18.12.63", "::ffff:3.18.12.63", "2600:1F18:0::1"):
+        assert allowlist.refused({"REMOTE_ADDR": client}) is None, client
+    for client in ("3.18.12.063", "3.18.12.64", "2600:1f18::2", "garbage", ""):
+        assert allowlist.refused({"REMOTE_ADDR": client}) == (client or "-"), client
 
 
 class Router(BaseHTTPRequestHandler):

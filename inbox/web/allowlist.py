@@ -45,7 +45,9 @@ class StripeAllowlist:
             return "-"
         if client in self._addresses:
             return None
-        try:  # another spelling of an address on the list (`::ffff:3.18.12.63`)?
+        if ":" not in client:  # IPv4 has one spelling (no leading zeros): not on the list
+            return client
+        try:  # IPv6 has several (`::ffff:3.18.12.63`, `2600:1F18::1`): the canonical one?
             return None if ips.canonical(client) in self._addresses else client
         except ValueError:
             return client
