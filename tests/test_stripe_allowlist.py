@@ -20,11 +20,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -152,54 +150,34 @@ def test_other_spellings_of_a_listed_address_are_that_address():
         assert allowlist.refused({"REMOTE_ADDR": client}) == (client or "-"), client
 
 
-class Router(BaseHTTPRequestHandler):
-    """Heroku's router in miniature: forwards each request to the web process and appends
-    the address it saw to X-Forwarded-For (after any the client sent)."""
+def router(upstream_port: int):
+    """Heroku's router in miniature, as a WSGI app: forwards each request to the web
+    process and appends the address it saw to X-Forwarded-For, after any the client sent
+    (several such headers arrive joined by commas)."""
 
-    upstream_port = 0
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self._forward()
-
-    def do_GET(self) -> None:
-        self._forward()
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        chain = [*self.headers.get_all("X-Forwarded-For", []), self.client_address[0]]
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("x-forwarded-for", "connection")}
-        headers["X-Forwarded-For"] = ", ".join(chain)
-        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+    def forward(environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
+                   if key.startswith("HTTP_") and key not in HOP_HEADERS}
+        headers["Content-Type"] = environ.get("CONTENT_TYPE", "")
+        sent = environ.get("HTTP_X_FORWARDED_FOR")
+        headers["X-Forwarded-For"] = ", ".join([*([sent] if sent else []), environ["REMOTE_ADDR"]])
+        upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
         try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
+            upstream.request(environ["REQUEST_METHOD"], environ["PATH_INFO"], body=body,
+                             headers=headers)
             answer = upstream.getresponse()
             data = answer.read()
         finally:
             upstream.close()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.getheader("Content-Type", "text/plain"))
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        start_response(f"{answer.status} {answer.reason}",
+                       [("Content-Type", answer.getheader("Content-Type", "text/plain"))])
+        return [data]
 
-    def log_message(self, *args) -> None:  # quiet
-        pass
+    return serve_wsgi(forward)
 
 
-@contextmanager
-def router(upstream_port: int) -> Iterator[str]:
-    handler = type("TestRouter", (Router,), {"upstream_port": upstream_port})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+HOP_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_CONNECTION", "HTTP_HOST")
 
 
 def write_list(path: Path, *addresses: str) -> Path:

@@ -44,7 +44,7 @@ def test_stripes_json_and_text_files_parse_to_canonical_addresses():
     ("<html>Not Found</html>", "entry 1 ('<html>Not Found</html>')"),
 ])
 def test_a_bad_file_is_refused_with_what_is_wrong(content, complaint):
-    with pytest.raises(ips.BadAddressList, match=None) as refused:
+    with pytest.raises(ips.BadAddressList) as refused:
         ips.parse(content)
     assert complaint in str(refused.value)
 
