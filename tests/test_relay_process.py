@@ -181,5 +181,6 @@ def test_a_second_sigterm_exits_at_once_and_nothing_is_lost(database_url, db, tm
     for key, row in rows.items():  # ...the others were given back, their attempt uncounted
         if key not in hanging:
             assert (row["status"], row["attempts"]) == ("pending", 0), key
-    rescued = wait_for(lambda: store.rescue(db, max_attempts=5), "the rescue of the two")
-    assert sorted(rescued) == sorted((rows[key]["id"], "pending") for key in hanging)
+    rescued = wait_for(lambda: store.rescue(db, 5, 120), "the rescue of the two")
+    assert sorted((r.id, r.status) for r in rescued) == sorted(
+        (rows[key]["id"], "pending") for key in hanging)

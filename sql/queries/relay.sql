@@ -86,30 +86,57 @@ WHERE id = ANY (%(ids)b::bigint[])
   AND locked_by = %(locked_by)s;
 
 -- name: outbox_rescue
--- Crash rescue, run on every poll tick by every relay: a message held by a backend that no
--- longer exists (or whose pid now belongs to a backend started after the claim) belongs to a
--- relay that died (SIGKILL, OOM, lost connection) between claim and outcome. Its attempt was already counted by the claim, so it is due again at once,
--- or dead when that was the last attempt. The message may have reached its destination
--- before the crash; the re-send carries the same Idempotency-Key (at least once).
--- `gone` reads the lease (who held it, since when) for the 'crashed' outbox_attempts row
--- written by the same statement; the update is fenced on that lease's time, so a row
--- leased again meanwhile is left alone.
-WITH gone AS (
-    SELECT id, locked_by, locked_at
-    FROM outbox
-    WHERE status = 'pending'
-      AND next_attempt_at = 'infinity'  -- leased rows: the far end of outbox_due_idx
-      AND locked_backend IS NOT NULL
-      AND NOT EXISTS (
-          SELECT 1 FROM pg_stat_activity AS a
-          WHERE a.pid = outbox.locked_backend AND a.backend_start <= outbox.locked_at
-      )
+-- Run on every poll tick by every relay: take back the leases of relays that stopped.
+-- - crashed: the lease's backend no longer exists (or its pid now belongs to a backend
+--   started after the claim): the relay died (SIGKILL, OOM, lost connection) between claim
+--   and outcome.
+-- - hung: the backend is still there, but neither the claim nor a heartbeat of the relay
+--   on that backend (inbox_processes, beaten from the relay's loop thread on every poll
+--   tick) is younger than `takeover_seconds`: the relay stopped making progress (frozen,
+--   deadlocked, stopped) with its connection open. Never this relay's own leases.
+-- Either way the attempt was already counted by the claim, so the message is due again at
+-- once, or dead when that was the last attempt; the outbox_attempts row says 'crashed'
+-- with the reason in its error. The message may have reached its destination; the re-send
+-- carries the same Idempotency-Key (at least once). A hung relay that wakes up sends no
+-- message it no longer holds (it refuses to start a send on a lease older than its
+-- self-stop: inbox/relay/lease.py) and its late outcomes are fenced by locked_by.
+-- `gone` reads the lease (who held it, since when, on which backend) for the history row
+-- and for the caller, which then ends a hung relay's backend (outbox_end_hung_relays); the
+-- update is fenced on that lease's time, so a row leased again meanwhile is left alone.
+WITH seen AS (
+    SELECT backend_pid, max(last_seen_at) AS last_seen_at
+    FROM inbox_processes
+    WHERE kind = 'relay' AND backend_pid IS NOT NULL
+    GROUP BY backend_pid
+), held AS (
+    SELECT o.id, o.locked_by, o.locked_at, o.locked_backend,
+           EXISTS (
+               SELECT 1 FROM pg_stat_activity AS a
+               WHERE a.pid = o.locked_backend AND a.backend_start <= o.locked_at
+           ) AS connected,
+           greatest(o.locked_at, seen.last_seen_at) AS seen_at
+    FROM outbox AS o
+    LEFT JOIN seen ON seen.backend_pid = o.locked_backend
+    WHERE o.status = 'pending'
+      AND o.next_attempt_at = 'infinity'  -- leased rows: the far end of outbox_due_idx
+      AND o.locked_backend IS NOT NULL
+), gone AS (
+    SELECT id, locked_by, locked_at, CASE WHEN connected THEN locked_backend END AS hung
+    FROM held
+    WHERE NOT connected
+       OR (seen_at < now() - make_interval(secs => %(takeover_seconds)s)
+           AND locked_backend <> pg_backend_pid())
 ), rescued AS (
     UPDATE outbox
     SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
         next_attempt_at = now(),
-        last_error = 'relay stopped during attempt ' || attempts
-                     || ' (crashed or lost its database connection)',
+        last_error = CASE WHEN gone.hung IS NULL
+            THEN 'relay stopped during attempt ' || attempts
+                 || ' (crashed or lost its database connection)'
+            ELSE 'relay ' || coalesce(gone.locked_by, '?')
+                 || ' stopped making progress during attempt ' || attempts
+                 || ' (not seen for over ' || %(takeover_seconds)s || ' s)'
+            END,
         locked_by = NULL,
         locked_backend = NULL,
         locked_at = NULL
@@ -119,14 +146,28 @@ WITH gone AS (
       AND outbox.next_attempt_at = 'infinity'
       AND outbox.locked_at = gone.locked_at
     RETURNING outbox.id, outbox.status, outbox.attempts, outbox.last_error, gone.locked_by,
-              gone.locked_at
+              gone.locked_at, gone.hung
 ), recorded AS (
     INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at, outcome,
                                  error)
     SELECT id, attempts, locked_by, locked_at, statement_timestamp(), 'crashed', last_error
     FROM rescued
 )
-SELECT id, status FROM rescued;
+SELECT id, status, hung, locked_at FROM rescued;
+
+-- name: outbox_end_hung_relays
+-- After outbox_rescue took a hung relay's leases: end its database connection, so the
+-- connection slot is freed and the relay, should it wake up, meets a broken connection,
+-- drops what it held in memory and starts afresh. Only the backend that held those leases
+-- (started before them, still an inbox-relay connection), never one that took its pid
+-- since. Needs the same role as the relay (or pg_signal_backend): the caller logs a
+-- refusal and carries on, the leases being taken back already.
+SELECT pg_terminate_backend(a.pid)
+FROM unnest(%(pids)b::integer[], %(leased_since)b::timestamptz[]) AS h (pid, leased_since)
+JOIN pg_stat_activity AS a ON a.pid = h.pid
+WHERE a.backend_start <= h.leased_since
+  AND a.application_name = 'inbox-relay'
+  AND a.pid <> pg_backend_pid();
 
 -- name: outbox_listen
 -- Wake-ups: the worker notifies this channel after a batch that queued messages commits
