@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from inbox.config import ConfigError, Settings
-from inbox.relay.lease import LeaseClock, self_stop_seconds, send_budget_seconds
+from inbox.relay.lease import (
+    LeaseClock,
+    self_stop_seconds,
+    send_budget_seconds,
+    takeover_seconds,
+)
 
 
 class Clock:
@@ -24,6 +29,12 @@ def test_the_self_stop_leaves_a_whole_send_before_the_takeover():
                     http_read_timeout_seconds=2, relay_takeover_seconds=4,
                     poll_interval_seconds=0.2)
     assert self_stop_seconds(http) == 1.5
+
+
+def test_the_default_takeover_grows_with_the_timeouts_and_the_poll_interval():
+    assert takeover_seconds(Settings(poll_interval_seconds=60)) == 30 + 180 + 1
+    assert takeover_seconds(Settings(smtp_timeout_seconds=300)) == 300 + 3 + 1
+    assert takeover_seconds(Settings(relay_takeover_seconds=45)) == 45  # as configured
 
 
 def test_a_takeover_shorter_than_the_timeouts_is_refused():

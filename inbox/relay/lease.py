@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from inbox.config import ConfigError, Settings
+from inbox.config import DEFAULT_RELAY_TAKEOVER_SECONDS, ConfigError, Settings
 
 # The self-stop must leave the loop a few poll ticks to beat between two sends.
 MIN_TICKS_BEFORE_SELF_STOP = 3
@@ -35,12 +35,21 @@ def send_budget_seconds(settings: Settings) -> float:
     return max(http, settings.smtp_timeout_seconds)
 
 
+def takeover_seconds(settings: Settings) -> float:
+    """INBOX_RELAY_TAKEOVER_SECONDS; unset (0): 120 s, or more when the send timeouts and
+    the poll interval need it (the self-stop's minimum, plus 1 s)."""
+    if settings.relay_takeover_seconds:
+        return settings.relay_takeover_seconds
+    least = send_budget_seconds(settings) + _least_self_stop_seconds(settings) + 1.0
+    return max(DEFAULT_RELAY_TAKEOVER_SECONDS, least)
+
+
 def self_stop_seconds(settings: Settings) -> float:
     """Leases older than this (since the last beat) are not started; raises ConfigError when
     the takeover leaves no room for it."""
-    takeover = settings.relay_takeover_seconds
+    takeover = takeover_seconds(settings)
     self_stop = takeover - send_budget_seconds(settings)
-    if self_stop < MIN_TICKS_BEFORE_SELF_STOP * settings.poll_interval_seconds:
+    if self_stop < _least_self_stop_seconds(settings):
         raise ConfigError(
             f"INBOX_RELAY_TAKEOVER_SECONDS={takeover:g} is too short: it must exceed the "
             f"send timeouts ({send_budget_seconds(settings):g} s: HTTP connect + read, or "
@@ -48,6 +57,10 @@ def self_stop_seconds(settings: Settings) -> float:
             f"({MIN_TICKS_BEFORE_SELF_STOP * settings.poll_interval_seconds:g} s)"
         )
     return self_stop
+
+
+def _least_self_stop_seconds(settings: Settings) -> float:
+    return MIN_TICKS_BEFORE_SELF_STOP * settings.poll_interval_seconds
 
 
 class LeaseClock:

@@ -49,7 +49,7 @@ from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable
 from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.relay import store
-from inbox.relay.lease import LeaseClock, self_stop_seconds
+from inbox.relay.lease import LeaseClock, self_stop_seconds, takeover_seconds
 from inbox.relay.routes import Route, RouteTable, parse_routes
 from inbox.relay.store import OutboxMessage, Outcome
 from inbox.relay.transports import Result, Transport, build_transports
@@ -228,6 +228,7 @@ class Relay:
         self.stats: Counter[str] = Counter()
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-relay")
         self.transports = transports or build_transports(settings)
+        self.takeover_seconds = takeover_seconds(settings)
         self.leases = LeaseClock(self_stop_seconds(settings))
         self.duties = TickDuties("relay", settings, self.conn, on_beat=self.leases.beaten)
         self._message_dead = all_kinds(settings)["message_dead"]
@@ -273,8 +274,7 @@ class Relay:
         dead raise their alert in the same transaction. Then end the connections of the
         relays that hung."""
         with self.conn.transaction():
-            rescued = store.rescue(self.conn, self.settings.max_attempts,
-                                   self.settings.relay_takeover_seconds)
+            rescued = store.rescue(self.conn, self.settings.max_attempts, self.takeover_seconds)
             dead = [r.id for r in rescued if r.status == "dead"]
             if dead:
                 self._raise_message_dead(dead)
