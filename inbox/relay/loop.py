@@ -75,7 +75,6 @@ SKIPPING_CLAIM_INTERVAL_SECONDS = 0.05
 DATABASE_ERRORS = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
 
 
-
 class Job(NamedTuple):
     """A leased message waiting for a delivery thread; `leased_at` is the monotonic time
     before its claim was sent (the lease's age, inbox/relay/lease.py)."""
@@ -83,6 +82,7 @@ class Job(NamedTuple):
     message: OutboxMessage
     route: Route
     leased_at: float
+
 
 # The metrics line's word for a recorded outcome (a pending outcome is a retry).
 L2MET_OUTCOMES = {"sent": "sent", "pending": "retry", "dead": "dead"}
