@@ -185,7 +185,7 @@ def timeline(hold_seconds: float, before: Callable[[Request], None] | None = Non
 def test_a_stopped_relay_loses_its_messages_to_a_live_one_and_never_sends_one_twice_at_once(
         database_url, db, tmp_path):
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    with timeline(hold_seconds=0.5) as (endpoint, url):
+    with timeline(hold_seconds=1.0) as (endpoint, url):
         add_messages(db, "crm.contact", 6, "k")
         env = relay_env(database_url, f"*={url}", **HUNG_ENV,
                         INBOX_RELAY_DESTINATION_CONCURRENCY="2")
@@ -230,21 +230,21 @@ def test_a_stopped_relay_loses_its_messages_to_a_live_one_and_never_sends_one_tw
 
 @pytest.mark.slow
 def test_a_slow_relay_keeps_its_leases_past_the_takeover(database_url, db, tmp_path):
-    """One thread, two messages leased at once, each send taking 1.5 s (within the 2 s read
-    timeout): the second lease is 3 s old when it ends, past the 2.7 s takeover, and the
+    """One thread, two messages leased at once, each send taking 2 s (within the 3 s read
+    timeout): the second lease is 4 s old when it ends, past the 3.5 s takeover, and the
     rescue of another relay leaves it alone all the while because the relay keeps beating."""
-    with timeline(hold_seconds=1.5) as (endpoint, url):
+    with timeline(hold_seconds=2.0) as (endpoint, url):
         add_messages(db, "crm.contact", 2, "k")
         env = relay_env(database_url, f"*={url}", INBOX_POLL_INTERVAL_SECONDS="0.1",
                         INBOX_HTTP_CONNECT_TIMEOUT_SECONDS="0.1",
-                        INBOX_HTTP_READ_TIMEOUT_SECONDS="2", INBOX_SMTP_TIMEOUT_SECONDS="1",
-                        INBOX_RELAY_TAKEOVER_SECONDS="2.7")
+                        INBOX_HTTP_READ_TIMEOUT_SECONDS="3", INBOX_SMTP_TIMEOUT_SECONDS="1",
+                        INBOX_RELAY_TAKEOVER_SECONDS="3.5")
         with process([INBOX, "relay", "--concurrency", "1"], env, tmp_path / "r.log") as relay:
             taken: list[store.Rescued] = []
             lease_ages = [0.0]
 
             def done() -> bool:  # meanwhile, another relay's rescue, as often as it can
-                taken.extend(store.rescue(db, 5, 2.7))
+                taken.extend(store.rescue(db, 5, 3.5))
                 lease_ages.append(db.execute(
                     "SELECT coalesce(extract(epoch FROM max(now() - locked_at)), 0)::float8"
                     " FROM outbox").fetchone()[0])
@@ -253,7 +253,7 @@ def test_a_slow_relay_keeps_its_leases_past_the_takeover(database_url, db, tmp_p
             wait_for(done, "both sent", timeout=60)
             os.killpg(relay.pid, signal.SIGTERM)
             assert relay.wait(timeout=30) == 0
-    assert max(lease_ages) > 2.7  # the rescue saw a lease older than its takeover...
+    assert max(lease_ages) > 3.5  # the rescue saw a lease older than its takeover...
     assert taken == []  # ...and took nothing: its relay was beating
     assert sorted(endpoint.started) == ["k-0001", "k-0002"]  # each sent once
     for key in ("k-0001", "k-0002"):
