@@ -27,6 +27,10 @@ DEFAULT_RELAY_CONCURRENCY = 32
 DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_HTTP_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_SMTP_TIMEOUT_SECONDS = 30.0
+# A relay neither seen (heartbeat) nor claiming for this long loses its leases to the others
+# (inbox/relay/lease.py): at least this, and more than the send timeouts above plus three
+# poll intervals when those need it.
+DEFAULT_RELAY_TAKEOVER_SECONDS = 120.0
 DEFAULT_CONSOLE_SESSION_SECONDS = 8 * 3600.0
 DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 
@@ -66,6 +70,8 @@ class Settings:
     http_connect_timeout_seconds: float = DEFAULT_HTTP_CONNECT_TIMEOUT_SECONDS
     http_read_timeout_seconds: float = DEFAULT_HTTP_READ_TIMEOUT_SECONDS
     smtp_timeout_seconds: float = DEFAULT_SMTP_TIMEOUT_SECONDS
+    # 0: the default (inbox.relay.lease.takeover_seconds).
+    relay_takeover_seconds: float = 0.0
     # Secrets for providers other than Stripe, by provider name (see inbox.providers).
     provider_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # How long the receiver waits for a database connection before answering 503.
@@ -143,6 +149,7 @@ class Settings:
             smtp_timeout_seconds=_number(
                 env, "INBOX_SMTP_TIMEOUT_SECONDS", DEFAULT_SMTP_TIMEOUT_SECONDS, float
             ),
+            relay_takeover_seconds=_number(env, "INBOX_RELAY_TAKEOVER_SECONDS", 0.0, float),
             provider_secrets=_provider_secrets(env),
             db_wait_seconds=_number(env, "INBOX_DB_WAIT_SECONDS", 2.0, float),
             metrics_token=env.get("INBOX_METRICS_TOKEN") or None,

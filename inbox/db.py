@@ -39,6 +39,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 DataError = psycopg.DataError
 # A statement ended by its statement_timeout (a time budget the caller chose).
 QueryCanceled = psycopg.errors.QueryCanceled
+# Our role may not do this (e.g. end another role's backend).
+InsufficientPrivilege = psycopg.errors.InsufficientPrivilege
 
 
 class _InfinityLoader(Loader):

@@ -363,9 +363,10 @@ def test_rescue_takes_back_what_a_dead_relay_held(database_url, db):
     with psycopg.connect(database_url, autocommit=True) as doomed:
         claimed = store.claim(doomed, "relay:test", 10)
         assert {m.idempotency_key for m in claimed} == {"fresh", "last-try"}
-        assert store.rescue(db, max_attempts=3) == []  # its backend is alive: hands off
-    rescued = wait_for(lambda: store.rescue(db, max_attempts=3), "the dead backend to go")
+        assert store.rescue(db, 3, 120) == []  # its backend is alive: hands off
+    rescued = wait_for(lambda: store.rescue(db, 3, 120), "the dead backend to go")
     assert len(rescued) == 2
+    assert all(r.hung_backend is None for r in rescued)  # crashed: no backend to end
     rows = outbox(db)
     assert rows["fresh"]["status"] == "pending" and rows["fresh"]["attempts"] == 1
     assert rows["last-try"]["status"] == "dead" and rows["last-try"]["attempts"] == 3

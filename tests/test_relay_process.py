@@ -122,6 +122,14 @@ def test_a_bad_route_stops_the_relay_at_start_up(tmp_path):
     assert "INBOX_ROUTES" in done.stderr and "unknown scheme 'ftp'" in done.stderr
 
 
+def test_a_takeover_shorter_than_a_send_stops_the_relay_at_start_up():
+    env = relay_env("postgresql://127.0.0.1:1/none", "*=log:",
+                    INBOX_RELAY_TAKEOVER_SECONDS="20")  # the SMTP timeout alone is 30 s
+    done = subprocess.run([INBOX, "relay"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "INBOX_RELAY_TAKEOVER_SECONDS=20 is too short" in done.stderr
+
+
 HANDLERS = textwrap.dedent(
     """
     from inbox import handler
@@ -181,5 +189,6 @@ def test_a_second_sigterm_exits_at_once_and_nothing_is_lost(database_url, db, tm
     for key, row in rows.items():  # ...the others were given back, their attempt uncounted
         if key not in hanging:
             assert (row["status"], row["attempts"]) == ("pending", 0), key
-    rescued = wait_for(lambda: store.rescue(db, max_attempts=5), "the rescue of the two")
-    assert sorted(rescued) == sorted((rows[key]["id"], "pending") for key in hanging)
+    rescued = wait_for(lambda: store.rescue(db, 5, 120), "the rescue of the two")
+    assert sorted((r.id, r.status) for r in rescued) == sorted(
+        (rows[key]["id"], "pending") for key in hanging)

@@ -20,7 +20,10 @@ claim keeps taking messages for every other destination.
 
 At least once: a relay killed between a send and its outcome leaves the row held by a
 backend that no longer exists; the rescue makes it due again (its attempt stays counted)
-and it is sent again with the same Idempotency-Key.
+and it is sent again with the same Idempotency-Key. A relay that hangs with its connection
+open stops beating and loses its leases the same way after INBOX_RELAY_TAKEOVER_SECONDS;
+its delivery threads start no send on a lease it may have lost (inbox/relay/lease.py), so
+two relays never send one message at the same time.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from inbox import db
 from inbox.alerts import coalesce
@@ -45,6 +49,7 @@ from inbox.config import Settings
 from inbox.errors import DatabaseUnavailable
 from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.relay import store
+from inbox.relay.lease import LeaseClock, self_stop_seconds, takeover_seconds
 from inbox.relay.routes import Route, RouteTable, parse_routes
 from inbox.relay.store import OutboxMessage, Outcome
 from inbox.relay.transports import Result, Transport, build_transports
@@ -69,7 +74,16 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 SKIPPING_CLAIM_INTERVAL_SECONDS = 0.05
 DATABASE_ERRORS = (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS)
 
-Job = tuple[OutboxMessage, Route]
+
+class Job(NamedTuple):
+    """A leased message waiting for a delivery thread; `leased_at` is the monotonic time
+    before its claim was sent (the lease's age, inbox/relay/lease.py)."""
+
+    message: OutboxMessage
+    route: Route
+    leased_at: float
+
+
 # The metrics line's word for a recorded outcome (a pending outcome is a retry).
 L2MET_OUTCOMES = {"sent": "sent", "pending": "retry", "dead": "dead"}
 
@@ -101,6 +115,7 @@ class Lanes:
         self._waiting: dict[str, deque[Job]] = {}
         self._inflight: Counter[str] = Counter()
         self._results: list[Delivery] = []
+        self._given_back: list[int] = []
         self._stopped = False
         self.inflight_total = 0
 
@@ -134,10 +149,24 @@ class Lanes:
             self._cond.notify()
         self._on_done.set()
 
+    def give_back(self, job: Job) -> None:
+        """A taken message whose send was not started (its lease may be lost)."""
+        with self._cond:
+            self._inflight[job.route.destination] -= 1
+            self.inflight_total -= 1
+            self._given_back.append(job.message.id)
+            self._cond.notify()
+        self._on_done.set()
+
     def results(self) -> list[Delivery]:
         with self._cond:
             results, self._results = self._results, []
             return results
+
+    def given_back(self) -> list[int]:
+        with self._cond:
+            ids, self._given_back = self._given_back, []
+            return ids
 
     def room(self) -> int:
         """How many more messages to lease: the prefetch target minus what is in hand,
@@ -156,12 +185,13 @@ class Lanes:
 
     def busy(self) -> bool:
         with self._cond:
-            return bool(self.inflight_total or self._waiting or self._results)
+            return bool(self.inflight_total or self._waiting or self._results
+                        or self._given_back)
 
     def unstarted(self) -> list[int]:
         """Take every waiting message out of the lanes; their ids."""
         with self._cond:
-            ids = [message.id for jobs in self._waiting.values() for message, _ in jobs]
+            ids = [job.message.id for jobs in self._waiting.values() for job in jobs]
             self._waiting.clear()
             return ids
 
@@ -198,7 +228,9 @@ class Relay:
         self.stats: Counter[str] = Counter()
         self.conn = db.connect(settings.require_database_url(), application_name="inbox-relay")
         self.transports = transports or build_transports(settings)
-        self.duties = TickDuties("relay", settings, self.conn)
+        self.takeover_seconds = takeover_seconds(settings)
+        self.leases = LeaseClock(self_stop_seconds(settings))
+        self.duties = TickDuties("relay", settings, self.conn, on_beat=self.leases.beaten)
         self._message_dead = all_kinds(settings)["message_dead"]
         self._wake = threading.Event()
         self._lanes = Lanes(self.concurrency, self.destination_concurrency, self._wake)
@@ -224,7 +256,7 @@ class Relay:
         or its poll tick.
         """
         self._wake.clear()
-        done = self._collect()
+        done = self._collect() + self._release_given_back()
         claimed = 0 if self.control.stop_requested() else self._claim()
         self._flush()
         if not self._lanes.busy():
@@ -238,17 +270,28 @@ class Relay:
         return True
 
     def rescue(self) -> int:
-        """Take back the messages of relays that died; how many. Those it makes dead raise
-        their alert in the same transaction."""
+        """Take back the messages of relays that died or hung; how many. Those it makes
+        dead raise their alert in the same transaction. Then end the connections of the
+        relays that hung."""
         with self.conn.transaction():
-            rescued = store.rescue(self.conn, self.settings.max_attempts)
-            dead = [message_id for message_id, status in rescued if status == "dead"]
+            rescued = store.rescue(self.conn, self.settings.max_attempts, self.takeover_seconds)
+            dead = [r.id for r in rescued if r.status == "dead"]
             if dead:
                 self._raise_message_dead(dead)
         if rescued:
-            logger.warning("rescued %d message(s) held by relays that stopped: %s",
-                           len(rescued), rescued[:10])
+            hung = sorted({r.hung_backend for r in rescued if r.hung_backend is not None})
+            logger.warning("rescued %d message(s) held by relays that stopped%s: %s",
+                           len(rescued), f" (hung, backends {hung})" if hung else "",
+                           [(r.id, r.status) for r in rescued[:10]])
+            self._end_hung_relays(rescued)
         return len(rescued)
+
+    def _end_hung_relays(self, rescued: list[store.Rescued]) -> None:
+        try:
+            store.end_hung_relays(self.conn, rescued)
+        except db.InsufficientPrivilege as exc:
+            logger.warning("could not end a hung relay's connection (its leases are taken "
+                           "back all the same): %s", exc)
 
     def tick(self) -> None:
         """The poll tick: rescue, then the tick duties (heartbeat, alerts, metrics line)."""
@@ -270,6 +313,7 @@ class Relay:
         what is still in flight is left to the rescue.
         """
         unstarted = self._lanes.unstarted()  # no thread starts one of these from now on
+        self._record(self._release_given_back)
         self._record(lambda: store.release(self.conn, self.name, unstarted))
         deadline = time.monotonic() + (0.0 if self._immediate else SHUTDOWN_GRACE_SECONDS)
         try:
@@ -308,6 +352,7 @@ class Relay:
         skip = {topic for topic, dest in self._topic_destination.items() if dest in full}
         if skip and skip >= self._short_skip and time.monotonic() < self._skipping_claims_after:
             return 0  # the same topics left out as by the last short claim: nothing new yet
+        leased_at = self.leases.clock()  # before the claim: the lease is no older
         messages = store.claim(self.conn, self.name, room, skip)
         if skip and len(messages) < room:
             self._short_skip = frozenset(skip)
@@ -324,9 +369,21 @@ class Relay:
                                     "error": error})
                 continue
             self._topic_destination[message.topic] = route.destination
-            jobs.append((message, route))
+            jobs.append(Job(message, route, leased_at))
         self._lanes.add(jobs)
         return len(messages)
+
+    def _release_given_back(self) -> int:
+        """Give back the messages the delivery threads did not start because their lease may
+        have passed to another relay (fenced: a lease that did is left alone); how many."""
+        ids = self._lanes.given_back()
+        if ids:
+            released = store.release(self.conn, self.name, ids)
+            logger.warning(
+                "relay %s: %d message(s) not started: over %.1f s without a heartbeat since "
+                "their claim, their leases may have passed to another relay; %d given back",
+                self.name, len(ids), self.leases.self_stop_seconds, released)
+        return len(ids)
 
     def _collect(self) -> int:
         results = self._lanes.results()
@@ -387,7 +444,10 @@ class Relay:
 
     def _deliver_forever(self) -> None:
         while (job := self._lanes.take()) is not None:
-            message, route = job
+            if not self.leases.may_start(job.leased_at):
+                self._lanes.give_back(job)
+                continue
+            message, route, _ = job
             started = datetime.now(UTC)
             try:
                 result = self.transports[route.scheme].deliver(message, route)
@@ -450,6 +510,7 @@ def loop_spec(
     clear message.
     """
     routes = routes or parse_routes(settings.routes, settings.route_secrets)
+    self_stop_seconds(settings)  # a takeover too short for the timeouts stops the command
 
     def make_claimer(control: Control) -> Relay:  # runs in the child, after fork
         return Relay(settings, routes, concurrency=concurrency, control=control)

@@ -95,7 +95,32 @@ def release(conn: Connection, locked_by: str, ids: Sequence[int]) -> int:
     return cur.rowcount
 
 
-def rescue(conn: Connection, max_attempts: int) -> list[tuple[int, str]]:
-    """Take back messages held by relays that died; returns (id, new status) pairs."""
-    rows = conn.execute(query("outbox_rescue"), {"max_attempts": max_attempts}).fetchall()
-    return [(row[0], row[1]) for row in rows]
+@dataclass(frozen=True)
+class Rescued:
+    """A lease taken back by the rescue: the message, its new status, and for a relay that
+    hung (its backend still connected) that backend and when it leased the message."""
+
+    id: int
+    status: Status
+    hung_backend: int | None
+    leased_at: datetime
+
+
+def rescue(conn: Connection, max_attempts: int, takeover_seconds: float) -> list[Rescued]:
+    """Take back messages held by relays that died or stopped making progress (not seen for
+    `takeover_seconds`); see `outbox_rescue`."""
+    params = {"max_attempts": max_attempts, "takeover_seconds": takeover_seconds}
+    return [Rescued(*row) for row in conn.execute(query("outbox_rescue"), params).fetchall()]
+
+
+def end_hung_relays(conn: Connection, rescued: Sequence[Rescued]) -> int:
+    """End the connections of the hung relays whose leases `rescued` took; how many.
+    Raises db.InsufficientPrivilege when our role may not (see outbox_end_hung_relays)."""
+    since: dict[int, datetime] = {}
+    for r in rescued:
+        if r.hung_backend is not None:
+            since[r.hung_backend] = min(r.leased_at, since.get(r.hung_backend, r.leased_at))
+    if not since:
+        return 0
+    params = {"pids": list(since), "leased_since": list(since.values())}
+    return len(conn.execute(query("outbox_end_hung_relays"), params).fetchall())

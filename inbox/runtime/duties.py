@@ -11,6 +11,8 @@ and its heartbeat's `holding` counts the leases of exactly that connection.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 from inbox import db
@@ -20,12 +22,22 @@ from inbox.stripe.reconcile import reconcile_if_due
 
 
 class TickDuties(ReportingDuties):
-    """A worker's or relay's tick duties, on its claimer's connection `conn`."""
+    """A worker's or relay's tick duties, on its claimer's connection `conn`. `on_beat`
+    hears of each recorded beat (monotonic times before and after it): the relay measures
+    how long its leases are surely its own from them (inbox/relay/lease.py)."""
 
-    def __init__(self, kind: str, settings: Settings, conn: db.Connection) -> None:
+    def __init__(self, kind: str, settings: Settings, conn: db.Connection,
+                 on_beat: Callable[[float, float], None] | None = None) -> None:
         extra = [self._reconcile_stripe] if kind == "worker" else []
         super().__init__(kind, settings, lambda: nullcontext(conn), extra)
         self.conn = conn
+        self.on_beat = on_beat
+
+    def beat(self, conn: db.Connection) -> None:
+        started = time.monotonic()
+        super().beat(conn)
+        if self.on_beat is not None:
+            self.on_beat(started, time.monotonic())
 
     def goodbye(self) -> None:
         if not (self.conn.closed or self.conn.broken):
