@@ -43,6 +43,7 @@ from inbox.errors import DatabaseUnavailable, Permanent
 from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.runtime.duties import TickDuties
 from inbox.runtime.spec import Control, LoopSpec, NullControl
+from inbox.stripe.thin import StripeClients, StripeFetch
 from inbox.worker import store
 from inbox.worker.handler_tx import Event, HandlerTx
 from inbox.worker.registry import Registry
@@ -94,6 +95,7 @@ class Worker:
         self._claimed_a_suspect = False  # see more_may_be_due
         self.duties = TickDuties("worker", settings, self.conn)
         self._event_dead = all_kinds(settings)["event_dead"]
+        self._stripe_clients = StripeClients(settings)  # thin events' fetches
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -212,7 +214,11 @@ class Worker:
                     millis.append(None)
                     continue
                 began = time.perf_counter()
-                outcomes.append(self._run_handler(claimed, batch, payloads))
+                outcome = self._run_handler(claimed, batch, payloads)
+                if outcome is None:  # it asks Stripe: commit the others' work first
+                    left = events[index:]
+                    break
+                outcomes.append(outcome)
                 millis.append(round((time.perf_counter() - began) * 1000, 2))
             else:
                 left = []
@@ -232,20 +238,24 @@ class Worker:
 
     def _run_handler(
         self, claimed: ClaimedEvent, batch: BatchTransaction, payloads: BatchPayloads
-    ) -> Outcome:
+    ) -> Outcome | None:
+        """Run one handler; its outcome, or None when it asked Stripe's API while other
+        handlers' writes were in the transaction (it then runs again, first in the next)."""
         lease = claimed.lease
         started = datetime.now(UTC)
         func = self.registry.lookup(claimed.provider, claimed.event_type)
         if func is None:
             return Outcome(lease, "ignored", "ignored", started_at=started)
+        read_payload = functools.partial(payloads.text, lease.inbox_id)
         event = Event(
             provider=claimed.provider,
             id=claimed.event_id,
             type=claimed.event_type,
             attempt=lease.attempts,
             inbox_id=lease.inbox_id,
-            read_payload=functools.partial(payloads.text, lease.inbox_id),
+            read_payload=read_payload,
             account=claimed.account,
+            stripe_fetch=self._stripe_fetch(claimed, batch, read_payload),
         )
         tx = HandlerTx(self.conn, event, batch.begin)
         self.control.busy()
@@ -256,6 +266,10 @@ class Worker:
                     raise RuntimeError("the handler caught a database error and carried on")
                 store.release_savepoint(self.conn)
             batch.messages.extend(tx.messages)
+        except EndTransactionFirst:
+            if tx.in_savepoint:
+                store.rollback_savepoint(self.conn)
+            return None
         except Exception as exc:
             if self.conn.broken:
                 # The backend is gone (killed by the idle timeout, or the database went
@@ -269,6 +283,14 @@ class Worker:
             if tx.in_savepoint:
                 batch.handlers_with_sql += 1
         return Outcome(lease, "processed", "processed", started_at=started)
+
+    def _stripe_fetch(self, claimed: ClaimedEvent, batch: BatchTransaction,
+                      read_payload: functools.partial[str]) -> StripeFetch | None:
+        """A Stripe event's fetcher of its thin-event data (nothing is read until asked)."""
+        if claimed.provider != "stripe":
+            return None
+        return StripeFetch(self._stripe_clients, read_payload,
+                           functools.partial(end_transaction_before_call, batch))
 
     def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
         # The attempt's log line (log_attempts) says it, with the batch's other lines.
@@ -346,6 +368,22 @@ def log_attempts(events: list[ClaimedEvent] | None, outcomes: list[Outcome],
         by_level.setdefault(ATTEMPT_LEVELS.get(outcome.outcome, logging.INFO), []).append(line)
     for level, lines in sorted(by_level.items()):
         log_lines(log, level, "attempt", lines)
+
+
+class EndTransactionFirst(BaseException):
+    """A handler is about to wait for Stripe's API while other handlers' writes (and row
+    locks) are in the batch's open transaction: the worker rolls back this handler's own
+    work, commits the others' with their outcomes, and runs it again, first in a new
+    transaction, where the request waits with no transaction open (or only its own).
+    A BaseException, so a handler's `except Exception` lets it through."""
+
+
+def end_transaction_before_call(batch: BatchTransaction) -> None:
+    """Before a thin event's request to Stripe (inbox/stripe/thin.py): see
+    EndTransactionFirst, and docs/decisions.md, "Thin events: no transaction waits for
+    Stripe"."""
+    if batch.handlers_with_sql > 0:
+        raise EndTransactionFirst()
 
 
 class BatchTransaction:
