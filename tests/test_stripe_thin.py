@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from inbox.config import Settings
 from inbox.worker.loop import Worker
 from inbox.worker.registry import Registry
 from tests.stripe_fake import API_KEY, FakeStripe, fake_stripe
-from tests.support import REPO, TEST_SECRET, signed_headers
-from tests.worker_support import EFFECTS_TABLE, drain, insert_events
+from tests.support import REPO, TEST_SECRET, signed_headers, wait_for
+from tests.worker_support import EFFECTS_TABLE, drain, insert_events, write_handlers
 
 THIN = REPO / "tests" / "fixtures" / "stripe_thin"
 TYPE = "v1.billing.meter.error_report_triggered"
@@ -144,6 +145,37 @@ def test_end_to_end_the_handler_gets_the_full_event_and_related_object(
     # and again: a processed event is never fetched (nor run) a second time
     assert run_worker(settings, registry_of(TYPE, meter_errors)) == 0
     assert len(fake.requests) == 2
+
+
+THIN_HANDLERS = textwrap.dedent(
+    """
+    from inbox import handler
+
+    @handler("stripe", "v1.billing.meter.error_report_triggered")
+    def meter_errors(event, tx):
+        full = event.stripe_event()
+        meter = event.related_object()
+        tx.execute("INSERT INTO thin_seen VALUES (%s, %s, %s)",
+                   [event.id, full.data["developer_message_summary"], meter.display_name])
+    """
+)
+
+
+def test_an_inbox_worker_process_fetches_from_stripe_api_base(client, clock, db, workers):
+    """`inbox worker` as deployed: STRIPE_API_KEY and STRIPE_API_BASE from the environment."""
+    db.execute("CREATE TABLE thin_seen (event_id text, summary text, meter text)")
+    write_handlers(workers.handlers_dir, THIN_HANDLERS)
+    event_id = load(NOTIFICATION)["id"]
+    assert post(client, clock, NOTIFICATION.read_bytes()).status_code == 200
+    with fake_stripe() as (fake, base):
+        fake.add_thin(full_event(event_id), meter())
+        workers.start(STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=base)
+        wait_for(lambda: row(db, event_id)[0] == "processed", "the thin event processed")
+        assert fake.paths() == [f"/v2/core/events/{event_id}",
+                                load(NOTIFICATION)["related_object"]["url"]]
+    assert db.execute("SELECT * FROM thin_seen").fetchall() == [
+        (event_id, "There is 1 invalid event", "Search API Calls")]
+    assert row(db, event_id)[:2] == ("processed", 1)
 
 
 def test_a_connected_accounts_event_is_fetched_in_its_context(client, clock, db, stripe_api):
