@@ -289,8 +289,7 @@ class Worker:
         """A Stripe event's fetcher of its thin-event data (nothing is read until asked)."""
         if claimed.provider != "stripe":
             return None
-        return StripeFetch(self._stripe_clients, read_payload,
-                           functools.partial(end_transaction_before_call, batch))
+        return StripeFetch(self._stripe_clients, read_payload, batch.before_stripe_call)
 
     def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
         # The attempt's log line (log_attempts) says it, with the batch's other lines.
@@ -378,14 +377,6 @@ class EndTransactionFirst(BaseException):
     A BaseException, so a handler's `except Exception` lets it through."""
 
 
-def end_transaction_before_call(batch: BatchTransaction) -> None:
-    """Before a thin event's request to Stripe (inbox/stripe/thin.py): see
-    EndTransactionFirst, and docs/decisions.md, "Thin events: no transaction waits for
-    Stripe"."""
-    if batch.handlers_with_sql > 0:
-        raise EndTransactionFirst()
-
-
 class BatchTransaction:
     """The batch's transaction, begun by the first handler statement, and the outbox
     messages of its handlers that succeeded, written with the outcomes.
@@ -402,6 +393,13 @@ class BatchTransaction:
         self.begun = False
         self.messages: list[OutboxMessage] = []
         self.handlers_with_sql = 0  # handlers that opened a savepoint
+
+    def before_stripe_call(self) -> None:
+        """Before a thin event's request to Stripe (inbox/stripe/thin.py): see
+        EndTransactionFirst, and docs/decisions.md, "Thin events: no transaction waits
+        for Stripe"."""
+        if self.handlers_with_sql > 0:
+            raise EndTransactionFirst()
 
     def begin(self) -> None:
         if not self.begun:
