@@ -3,7 +3,8 @@
 One `run_once()` is:
 1. **claim** (`inbox_claim`, autocommit): up to `batch_size` due events are leased to this
    connection's backend and their attempt is counted, durably, before any handler runs;
-2. **process**, in ONE transaction (or several, each after 32 handlers that ran SQL): each
+2. **process**, in ONE transaction (or several: after 32 handlers that ran SQL, and before
+   a handler's request to Stripe's API for a thin event, EndTransactionFirst): each
    event's handler in its own savepoint (a failing handler rolls back only its own
    writes), then the outbox messages of the handlers that succeeded and all outcomes, in
    one round trip (`outbox_enqueue`, `inbox_finish`): handler writes, outbox rows and
