@@ -11,9 +11,9 @@ fresh database:
 
 - inside: the request waits inside the batch's open transaction (before this choice);
 - split: the worker ends the batch's transaction before the request (EndTransactionFirst
-  in inbox/worker/loop.py): what the product does;
-- prefetch: the thin events' fetches run before the batch begins, 8 at a time in threads
-  (what a `fetch=True` declaration on the handler would allow).
+  in inbox/worker/loop.py): what the product does for a handler that asks;
+- prefetch: the handler is registered with `prefetch=("event",)`: the batch's requests
+  are made before it begins, 8 at a time (inbox/stripe/thin.py, PREFETCH_THREADS).
 
 Prints, per way: the drain's events/s, the contender's wait for the row (p50, p99, max),
 and how long the worker sat "idle in transaction" (sampled every 5 ms).
@@ -22,13 +22,11 @@ and how long the worker sat "idle in transaction" (sampled every 5 ms).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import statistics
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,6 @@ import psycopg
 from bench.harness import fresh_database, postgres, table
 from inbox.config import Settings
 from inbox.stripe.thin import StripeFetch
-from inbox.worker import store
 from inbox.worker.loop import Worker
 from inbox.worker.registry import Registry
 from tests.stripe_fake import API_KEY, fake_stripe
@@ -45,7 +42,6 @@ from tests.stripe_fake import API_KEY, fake_stripe
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "stripe_thin"
 THIN_TYPE = "v1.billing.meter.error_report_triggered"
 ORDINARY_TYPE = "bench.balance_changed"
-PREFETCH_THREADS = 8
 SAMPLE_SECONDS = 0.005
 TABLES = """
 CREATE TABLE hot (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, m bigint NOT NULL DEFAULT 0);
@@ -63,39 +59,10 @@ class InsideWorker(Worker):
         return StripeFetch(self._stripe_clients, read_payload, lambda: None)
 
 
-class PrefetchWorker(Worker):
-    """The thin events' full events are fetched, concurrently, before the batch begins."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pool = ThreadPoolExecutor(PREFETCH_THREADS)
-        self._ready: dict[int, StripeFetch] = {}
-
-    def _process(self, events: list[Any]) -> None:
-        thin = [e.lease.inbox_id for e in events if e.event_type == THIN_TYPE]
-        texts = store.payloads(self.conn, thin) if thin else {}
-        self._ready = dict(self._pool.map(functools.partial(self._warm, texts), thin))
-        super()._process(events)
-
-    def _warm(self, texts: dict[int, str], inbox_id: int) -> tuple[int, StripeFetch]:
-        fetch = StripeFetch(self._stripe_clients, lambda: texts[inbox_id], lambda: None)
-        fetch.event()
-        return inbox_id, fetch
-
-    def _stripe_fetch(self, claimed: Any, batch: Any, read_payload: Any) -> StripeFetch | None:
-        ready = self._ready.get(claimed.lease.inbox_id)
-        return ready or super()._stripe_fetch(claimed, batch, read_payload)
-
-    def close(self) -> None:
-        self._pool.shutdown()
-        super().close()
+WAYS: dict[str, type[Worker]] = {"inside": InsideWorker, "split": Worker, "prefetch": Worker}
 
 
-WAYS: dict[str, type[Worker]] = {"inside": InsideWorker, "split": Worker,
-                                 "prefetch": PrefetchWorker}
-
-
-def registry() -> Registry:
+def registry(way: str) -> Registry:
     handlers = Registry()
 
     def balance_changed(event: Any, tx: Any) -> None:
@@ -107,7 +74,8 @@ def registry() -> Registry:
                    [event.id, summary])
 
     handlers.register("stripe", ORDINARY_TYPE, balance_changed)
-    handlers.register("stripe", THIN_TYPE, meter_errors)
+    prefetch = ("event",) if way == "prefetch" else ()
+    handlers.register("stripe", THIN_TYPE, meter_errors, prefetch=prefetch)
     return handlers
 
 
@@ -176,7 +144,7 @@ def run_way(cluster: Any, way: str, args: argparse.Namespace) -> list[object]:
         load_events(url, fake, args.events, args.thin_every)
         fake.delay_seconds = args.delay_ms / 1000
         settings = Settings(database_url=url, stripe_api_key=API_KEY, stripe_api_base=base)
-        worker = WAYS[way](settings, registry(), name=f"bench-{way}")
+        worker = WAYS[way](settings, registry(way), name=f"bench-{way}")
         contender, sampler = Contender(url), Sampler(url)
         contender.start()
         sampler.start()
@@ -214,7 +182,7 @@ def main() -> None:
     with postgres() as cluster:
         for way in args.ways.split(","):
             rows.append(run_way(cluster, way, args))
-    print(f"{args.events} events, every {args.thin_every}th thin, Stripe answering after "
+    print(f"{args.events} events, 1 in {args.thin_every} thin, Stripe answering after "
           f"{args.delay_ms:.0f} ms, batches of 100")
     print(table(["way", "processed", "events/s", "row wait p50 ms", "p99 ms", "max ms",
                  "idle in transaction s"], rows))

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import json
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,16 @@ def registry_of(event_type: str, func: Callable[[Any, Any], Any]) -> Registry:
     registry = Registry()
     registry.register("stripe", event_type, func)
     return registry
+
+
+def deliver_thin_events(client, clock, fake: FakeStripe, prefix: str, count: int = 3
+                        ) -> list[str]:
+    """`count` thin events POSTed, their data served by the fake; their ids."""
+    ids = [f"{prefix}_{n}" for n in range(count)]
+    for event_id in ids:
+        fake.add_thin(full_event(event_id), meter())
+        post(client, clock, notification_bytes(event_id))
+    return ids
 
 
 def row(db: psycopg.Connection, event_id: str) -> tuple[Any, ...]:
@@ -295,10 +306,7 @@ def test_the_request_waits_after_the_other_handlers_work_committed(
 def test_a_handler_that_asks_first_waits_with_no_transaction_open(
         client, clock, db, stripe_api):
     fake, settings = stripe_api
-    ids = [f"evt_test_thin_{n}" for n in range(3)]
-    for event_id in ids:
-        fake.add_thin(full_event(event_id), meter())
-        post(client, clock, notification_bytes(event_id))
+    ids = deliver_thin_events(client, clock, fake, "evt_test_thin")
     db.execute(EFFECTS_TABLE)
     holders: list[list[str]] = []
     fake.on_object = lambda path: holders.append(lock_holders(db))
@@ -326,3 +334,88 @@ def test_thin_events_created_orders_apply_if_newer(client, clock, db, stripe_api
         event.id, tx.apply_if_newer("stripe:meter:" + event.payload["related_object"]["id"]))),
         batch_size=1)
     assert applied == {"evt_test_newer": True, older["id"]: False}
+
+
+# -- prefetch: declared requests made before the batch begins ------------------------------
+
+def test_declared_fetches_are_made_before_the_batch_begins_and_at_once(
+        client, clock, db, stripe_api):
+    fake, settings = stripe_api
+    ids = deliver_thin_events(client, clock, fake, "evt_test_pre")
+    db.execute(EFFECTS_TABLE)
+    [ordinary] = insert_events(db, "effect", 1, provider="stripe")  # first in the batch
+    timeline: list[str] = []
+    first_two = threading.Barrier(2, timeout=30)  # broken unless two requests overlap
+
+    def on_object(path: str) -> None:
+        timeline.append("request")
+        if len([t for t in timeline if t == "request"]) <= 2:
+            first_two.wait()
+    fake.on_object = on_object
+
+    def effect(event, tx):
+        timeline.append("handler")
+        tx.execute("INSERT INTO effects (event_id, attempt) VALUES (%s, 1)", [event.id])
+
+    def thin(event, tx):
+        timeline.append("handler")
+        tx.execute("INSERT INTO effects (event_id, attempt) VALUES (%s, %s)",
+                   [event.id, len(event.stripe_event().data["reason"]["error_types"])])
+        assert event.related_object().id == meter()["id"]
+
+    registry = Registry()
+    registry.register("stripe", TYPE, thin, prefetch=("event", "related_object"))
+    registry.register("stripe", "effect", effect)
+    assert run_worker(settings, registry) == 4
+    assert timeline == ["request"] * 6 + ["handler"] * 4  # no request after the batch began
+    assert not first_two.broken
+    assert sorted(fake.paths()) == sorted(
+        [f"/v2/core/events/{e}" for e in ids] + [meter_url()] * 3)
+    assert {row(db, e)[0] for e in [ordinary, *ids]} == {"processed"}
+    assert db.execute("SELECT count(*) FROM effects").fetchone()[0] == 4
+
+
+def meter_url() -> str:
+    return load(NOTIFICATION)["related_object"]["url"]
+
+
+def test_a_prefetch_failure_fails_the_handlers_attempt_without_a_second_request(
+        client, clock, db, stripe_api):
+    fake, settings = stripe_api
+    retried, gone = "evt_test_pre_500", "evt_test_pre_404"
+    fake.add_thin(full_event(retried), meter())
+    fake.fail(f"/v2/core/events/{retried}", 500)
+    post(client, clock, notification_bytes(retried))
+    deleted = load(NOTIFICATION)  # its meter was deleted: the related object is a 404
+    deleted["id"] = gone
+    deleted["related_object"] = {"id": "mtr_test_deleted", "type": "billing.meter",
+                                 "url": "/v1/billing/meters/mtr_test_deleted"}
+    fake.add_thin(full_event(gone))
+    post(client, clock, json.dumps(deleted).encode())
+    calls = []
+    registry = Registry()
+
+    def thin(event, tx):
+        calls.append(event.id)
+        event.stripe_event()
+        event.related_object()
+
+    registry.register("stripe", TYPE, thin, prefetch=("event", "related_object"))
+    run_worker(settings, registry)
+    assert row(db, retried)[:2] == ("processed", 2)
+    status, attempts, error = row(db, gone)
+    assert (status, attempts) == ("dead", 1)
+    assert error.startswith("Permanent: Stripe answered 404 for the related_object of "
+                            f"{gone}")
+    assert sorted(calls) == sorted([retried, gone, retried])
+    # Each failure was raised at the handler's call from the prefetch, not asked again:
+    # 2 requests per event per attempt, 3 attempts.
+    assert sorted(fake.statuses()) == [200] * 4 + [404, 500]
+
+
+def test_prefetch_takes_only_event_and_related_object():
+    registry = Registry()
+    with pytest.raises(ValueError, match="prefetch takes a collection of"):
+        registry.register("stripe", TYPE, lambda event, tx: None, prefetch=("data",))
+    with pytest.raises(ValueError, match="prefetch takes a collection of"):
+        registry.register("stripe", TYPE, lambda event, tx: None, prefetch="event")

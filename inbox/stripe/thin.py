@@ -12,6 +12,9 @@ instead of a snapshot. The receiver stores it like any delivery. The data lives 
 apply.
 
 - Lazy: no request unless the handler asks; each answer kept for the rest of the attempt.
+  A handler registered with `prefetch=("event", "related_object")` has them fetched
+  before its batch's transaction begins instead, PREFETCH_THREADS at a time (a failure
+  is kept and raised at the handler's call).
 - Before each request the worker's `before_call` runs: it ends the batch's transaction
   first when other handlers' writes are in it (docs/decisions.md, "Thin events: no
   transaction waits for Stripe"), so a 100 ms call never holds their row locks.
@@ -25,7 +28,9 @@ apply.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import stripe
@@ -37,6 +42,8 @@ from inbox.stripe import api
 THIN_OBJECT = "v2.core.event"
 # One request of a handler: well inside the handler budget (30 s by default).
 FETCH_TIMEOUT_SECONDS = 10
+# Requests of a batch's prefetch in flight at once, per worker process.
+PREFETCH_THREADS = 8
 T = TypeVar("T")
 
 
@@ -56,11 +63,28 @@ def is_thin(payload: Any) -> bool:
 
 class StripeClients:
     """One StripeClient per process (STRIPE_API_KEY, STRIPE_API_BASE), made on first use:
-    a worker whose handlers never ask Stripe needs no key."""
+    a worker whose handlers never ask Stripe needs no key. And the threads of prefetches,
+    started on first use (after the fork)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client: stripe.StripeClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def prefetch(self, fetches: Sequence[tuple[StripeFetch, Collection[str]]]) -> None:
+        """Make these requests now, PREFETCH_THREADS at a time, before the batch begins;
+        each answer or failure is kept for the handler's call (a failure is raised there,
+        so it is the handler's attempt that fails, as without prefetch)."""
+        ready = [(fetch, whats) for fetch, whats in fetches if fetch.parse_for_prefetch()]
+        if not ready:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PREFETCH_THREADS, "stripe-prefetch")
+        list(self._pool.map(lambda item: item[0].prefetch(item[1]), ready))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def get(self) -> stripe.StripeClient:
         if self._client is None:
@@ -79,7 +103,8 @@ class StripeFetch:
                  before_call: Callable[[], None]) -> None:
         self._clients = clients
         self._read_payload = read_payload  # the stored body's JSON text
-        self._before_call = before_call
+        # Runs before each request the handler's call makes (not for a kept answer).
+        self.before_call = before_call
         self._notification: Any = None
         self._answers: dict[str, Any] = {}
 
@@ -107,12 +132,39 @@ class StripeFetch:
             self._notification = client.parse_event_notification_without_verification(text)
         return self._notification
 
+    def parse_for_prefetch(self) -> bool:
+        """Parse the notification (reads the payload: on the caller's thread, which owns
+        the connection); False when it cannot be, the handler's own call then says why."""
+        try:
+            self._parsed()
+        except Exception:  # raised again at the handler's call
+            return False
+        return True
+
+    def prefetch(self, whats: Collection[str]) -> None:
+        """Make these requests now (on a prefetch thread), keeping answers and failures."""
+        for what in sorted(whats):
+            try:
+                (self.event if what == "event" else self.related_object)()
+            except Exception as exc:  # kept, raised at the handler's call
+                self._answers[what] = _Failed(exc)
+
     def _fetch(self, what: str, call: Callable[[Any], T]) -> T:
         if what not in self._answers:
             notification = self._parsed()
-            self._before_call()
+            self.before_call()
             self._answers[what] = _mapped(what, notification.id, lambda: call(notification))
-        return self._answers[what]
+        answer = self._answers[what]
+        if isinstance(answer, _Failed):
+            raise answer.exc
+        return answer
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A prefetch's failure, raised when the handler asks."""
+
+    exc: Exception
 
 
 def _mapped(what: str, event_id: str, call: Callable[[], T]) -> T:

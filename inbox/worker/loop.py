@@ -97,6 +97,7 @@ class Worker:
         self.duties = TickDuties("worker", settings, self.conn)
         self._event_dead = all_kinds(settings)["event_dead"]
         self._stripe_clients = StripeClients(settings)  # thin events' fetches
+        self._prefetched: dict[int, StripeFetch] = {}  # this batch's, by inbox id
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class Worker:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.duties.goodbye()
+        self._stripe_clients.close()
         self.conn.close()
 
     def _raise_event_dead(self, conn: db.Connection, inbox_ids: list[int]) -> None:
@@ -191,10 +193,27 @@ class Worker:
                    if self.registry.lookup(event.provider, event.event_type) is not None]
         payloads = BatchPayloads(self.conn, handled)
         try:
+            self._prefetched = self._prefetch(events, payloads)
             while events:
                 events = self._process_in_one_transaction(events, payloads)
         finally:
             payloads.close()
+            self._prefetched = {}
+
+    def _prefetch(self, events: list[ClaimedEvent], payloads: BatchPayloads
+                  ) -> dict[int, StripeFetch]:
+        """Before the batch begins: the Stripe requests its handlers declared
+        (`@handler(..., prefetch=...)`), several at once, no transaction open."""
+        wanted = [(event.lease.inbox_id, self.registry.prefetch_of(event.provider,
+                                                                   event.event_type))
+                  for event in events if event.provider == "stripe"]
+        fetches = {inbox_id: StripeFetch(self._stripe_clients,
+                                         functools.partial(payloads.text, inbox_id),
+                                         _no_transaction_yet)
+                   for inbox_id, whats in wanted if whats}
+        self._stripe_clients.prefetch([(fetches[inbox_id], whats)
+                                       for inbox_id, whats in wanted if whats])
+        return fetches
 
     def _process_in_one_transaction(
         self, events: list[ClaimedEvent], payloads: BatchPayloads
@@ -290,6 +309,10 @@ class Worker:
         """A Stripe event's fetcher of its thin-event data (nothing is read until asked)."""
         if claimed.provider != "stripe":
             return None
+        prefetched = self._prefetched.get(claimed.lease.inbox_id)
+        if prefetched is not None:
+            prefetched.before_call = batch.before_stripe_call  # for what was not prefetched
+            return prefetched
         return StripeFetch(self._stripe_clients, read_payload, batch.before_stripe_call)
 
     def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
@@ -368,6 +391,10 @@ def log_attempts(events: list[ClaimedEvent] | None, outcomes: list[Outcome],
         by_level.setdefault(ATTEMPT_LEVELS.get(outcome.outcome, logging.INFO), []).append(line)
     for level, lines in sorted(by_level.items()):
         log_lines(log, level, "attempt", lines)
+
+
+def _no_transaction_yet() -> None:
+    """A prefetch's requests run before the batch begins: nothing to end first."""
 
 
 class EndTransactionFirst(BaseException):
