@@ -11,7 +11,7 @@ fresh database:
 
 - inside: the request waits inside the batch's open transaction (before this choice);
 - split: the worker ends the batch's transaction before the request (EndTransactionFirst
-  in inbox/worker/loop.py): what the product does for a handler that asks;
+  in inbox/worker/batch.py): what the product does for a handler that asks;
 - prefetch: the handler is registered with `prefetch=("event",)`: the batch's requests
   are made before it begins, 8 at a time (inbox/stripe/thin.py, PREFETCH_THREADS).
 
