@@ -8,6 +8,9 @@
 - pgbench runs the worker's own SQL (bench/pgbench_scripts.py), one event per
   transaction, at the worker's concurrency: the ceiling of "one transaction per event".
 - PgQueuer and Procrastinate drain N no-op jobs each on the same PostgreSQL.
+- `--counters-rounds R`: what the monitoring's triggers cost the drain (the status
+  counters of 0007, the per-minute counters of 0012 and any later ones): at the best
+  concurrency, R drains with them and R with them disabled, alternating on fresh copies.
 Targets: worker >= 1.0x pgbench, >= 5x Procrastinate, >= 1.0x PgQueuer at its best.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +75,18 @@ def copy_database(cluster: Cluster, template: str, name: str) -> str:
     return cluster.url(database=name)
 
 
+# Tables whose writes fire the monitoring's statement triggers; `DISABLE TRIGGER USER`
+# turns off every one of ours there (no trigger of ours does anything else).
+COUNTED_TABLES = ("inbox", "outbox", "inbox_attempts", "outbox_attempts")
+
+
+def without_counters(url: str) -> None:
+    """Disable the monitoring's triggers in this copy (the drain without the counters)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in COUNTED_TABLES:
+            conn.execute(f"ALTER TABLE {name} DISABLE TRIGGER USER")
+
+
 # -- the product -------------------------------------------------------------------------
 
 def worker_available() -> bool:
@@ -119,6 +135,30 @@ def inbox_worker(url: str, concurrency: int, events: int,
 def finished_attempts(conn: psycopg.Connection) -> int:
     """How many attempts workers have finished in this database (see FINISHED_SQL)."""
     return int(conn.execute(FINISHED_SQL).fetchone()[0])
+
+
+def counters_cost(cluster: Cluster, concurrency: int, events: int,
+                  rounds: int) -> list[Throughput]:
+    """Drains with the counters' triggers and without, alternating; the median of each."""
+    rates: dict[bool, list[Throughput]] = {True: [], False: []}
+    for _ in range(rounds):
+        for counted in (True, False):
+            url = copy_of_seed(cluster, "bench_drain")
+            if not counted:
+                without_counters(url)
+            drained = inbox_worker(url, concurrency, events)
+            rates[counted].append(drained)
+            print(f"inbox worker, counters {'on' if counted else 'off'}: "
+                  f"{drained.rate:,.0f}/s", flush=True)
+    medians = []
+    for counted, runs in rates.items():
+        middle = sorted(runs, key=lambda d: d.rate)[len(runs) // 2]
+        spread = ", ".join(f"{d.rate:,.0f}" for d in runs)
+        medians.append(Throughput(
+            f"inbox worker, counters {'on' if counted else 'off'} (median)",
+            middle.setting, middle.count, middle.seconds,
+            note=f"runs/s: {spread}; median {statistics.median(d.rate for d in runs):,.0f}"))
+    return medians
 
 
 # -- pgbench -----------------------------------------------------------------------------
@@ -190,6 +230,9 @@ def run(args: argparse.Namespace) -> Report:
             reading = inbox_worker(url, clients, args.events, handlers="bench.reading_handlers")
             results.append(reading)
             print(f"{reading.name}: {reading.rate:,.0f}/s", flush=True)
+        if best is not None and args.counters_rounds:
+            results.extend(counters_cost(cluster, clients, args.events,
+                                         args.counters_rounds))
         label = "pgbench: worker SQL, 1 event/tx"
         url = copy_of_seed(cluster, "bench_drain")
         ceiling = pgbench(url, clients, args.events, drain_one_event_per_transaction(), label)
@@ -208,7 +251,9 @@ def run(args: argparse.Namespace) -> Report:
                     peers[name] = drained
     report = Report("drain: a backlog of events, no-op handler",
                     f"python -m bench drain --events {args.events} --concurrency "
-                    + " ".join(map(str, args.concurrency)))
+                    + " ".join(map(str, args.concurrency))
+                    + (f" --counters-rounds {args.counters_rounds}"
+                       if args.counters_rounds else ""))
     reference = best or ceiling
     headers = ["drainer", "setting", "events", "seconds", "events/s", "vs worker", "note"]
     report.body = table(headers, [
@@ -253,7 +298,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, help="backlog size (100000; --quick 10000)")
     parser.add_argument("--concurrency", type=int, nargs="+",
                         help="inbox worker concurrencies to try (2 4 8; --quick 2 4)")
-    parser.add_argument("--pgqueuer-batch", type=int, nargs="+",
-                        help="PgQueuer batch sizes to try (10 100)")
-    parser.add_argument("--procrastinate-concurrency", type=int, nargs="+",
-                        help="Procrastinate worker concurrency (10)")
+    parser.add_argument("--pgqueuer-batch", type=int, nargs="*",
+                        help="PgQueuer batch sizes to try (10 100; none: skip PgQueuer)")
+    parser.add_argument("--counters-rounds", type=int, default=0,
+                        help="drains with and without the monitoring's triggers (0: none)")
+    parser.add_argument("--procrastinate-concurrency", type=int, nargs="*",
+                        help="Procrastinate worker concurrency (10; none: skip it)")

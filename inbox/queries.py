@@ -4,6 +4,10 @@ Each statement in those files starts with a header line `-- name: <entity>_<verb
 comment lines after the header document it. Runtime code never carries SQL strings of its
 own: it asks for a query by name, so "where is the claim query" has one answer.
 
+A line `-- include: <name>` stands for the text of that named query: a condition shared by
+several statements (the console's events filter) is written once. The SQL each statement
+sends is still whole and fixed, so plans and prepared statements are what they were.
+
 The SQL folder is found by path, beside the imported package (`sql_dir`), not imported as a
 module: see docs/decisions.md, "SQL found beside the imported package".
 """
@@ -15,6 +19,7 @@ import re
 from pathlib import Path
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(\w+)\s*$", re.MULTILINE)
 
 
 class UnknownQuery(KeyError):
@@ -65,7 +70,19 @@ def all_queries() -> dict[str, str]:
             if name in queries:
                 raise ValueError(f"query {name!r} is defined in two files")
             queries[name] = statement
-    return queries
+    return {name: _expand(statement, queries) for name, statement in queries.items()}
+
+
+def _expand(statement: str, queries: dict[str, str]) -> str:
+    """The statement with each `-- include: name` line replaced by that query's text (one
+    level: an included fragment includes nothing)."""
+    def fragment(match: re.Match[str]) -> str:
+        try:
+            return queries[match.group(1)].rstrip(";")
+        except KeyError:
+            raise UnknownQuery(f"{match.group(1)} (included)") from None
+
+    return _INCLUDE.sub(fragment, statement)
 
 
 def query(name: str) -> str:

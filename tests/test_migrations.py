@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from inbox.migrations import migrate, pending
-from inbox.queries import migration_files, parse_queries, query
+from inbox.queries import all_queries, migration_files, parse_queries, query
 
 INBOX_COLUMNS = {
     "id", "provider", "event_id", "event_type", "payload", "status", "attempts",
@@ -132,3 +132,11 @@ def test_query_files_parse_and_names_are_unique():
     with pytest.raises(ValueError, match="twice"):
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
     assert "ON CONFLICT (provider, event_id) DO NOTHING" in query("inbox_insert")
+
+
+def test_an_include_line_stands_for_the_named_fragment():
+    queries = all_queries()
+    assert "-- include:" not in "".join(queries.values())
+    events = queries["console_events"]
+    assert queries["console_events_filter"].rstrip(";") in events
+    assert events.index("status") < events.index("event_type = %(event_type)s")

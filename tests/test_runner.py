@@ -36,17 +36,51 @@ class CountingWorker(Worker):
         return claimed
 
 
+class SteppedControl(ProcessControl):
+    """A control whose first `busy()` waits until a younger sibling has decided whether
+    to answer the NOTIFY its elder answered.
+
+    The rule "only the first child waiting claims" reads the elder's waiting flag, which
+    the elder clears when its handler starts. A sibling that wakes later than that (the
+    scheduler's choice, likely for threads sharing the GIL under a loaded machine) makes
+    one empty claim; one that drains a second NOTIFY with the first leaves both to the
+    elder (the poll tick bounds that wait): costs the runner accepts
+    (inbox/runtime/runner.py). These threads step in the order of processes on an idle
+    machine, so the turns are exact.
+    """
+
+    def __init__(self, *args, sibling_decided: threading.Event, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sibling_decided = sibling_decided
+
+    def busy(self) -> None:
+        if self._slot == 0:
+            self.sibling_decided.wait(10)
+        super().busy()
+
+    def an_elder_is_waiting(self) -> bool:
+        answer = super().an_elder_is_waiting()
+        if self._slot > 0:
+            self.sibling_decided.set()
+        return answer
+
+
 @contextlib.contextmanager
 def worker_loops(
-    database_url: str, batch_size: int, children: int = 1, registry: Registry | None = None
+    database_url: str, batch_size: int, children: int = 1, registry: Registry | None = None,
+    sibling_decided: threading.Event | None = None,
 ) -> Iterator[list[list[int]]]:
     """`children` worker loops in threads of this process, sharing a Heartbeat as a
-    supervisor's children do; the claims of each one's turns."""
+    supervisor's children do; the claims of each one's turns. The first child's handlers
+    start only after a sibling has looked at the NOTIFY (SteppedControl)."""
     settings = Settings(database_url=database_url, poll_interval_seconds=POLL_SECONDS,
                         handler_timeout_seconds=30.0)
     heartbeat = Heartbeat(children)
     turns: list[list[int]] = [[] for _ in range(children)]
     controls, threads = [], []
+    sibling_decided = sibling_decided or threading.Event()
+    if children == 1:
+        sibling_decided.set()
     for slot in range(children):
         def make_claimer(control, slot=slot) -> Worker:
             worker = CountingWorker(settings, registry or Registry(), name=f"test-{slot}",
@@ -56,7 +90,8 @@ def worker_loops(
 
         spec = LoopSpec(name="worker", database_url=database_url, listen_query=LISTEN_QUERY,
                         make_claimer=make_claimer, poll_interval_seconds=POLL_SECONDS)
-        control = ProcessControl(None, heartbeat, slot, elders=range(slot))
+        control = SteppedControl(None, heartbeat, slot, elders=range(slot),
+                                 sibling_decided=sibling_decided)
         thread = threading.Thread(target=run_loop, args=(spec, control), daemon=True)
         thread.start()
         controls.append(control)
@@ -115,13 +150,17 @@ def test_one_notify_is_claimed_by_one_child_only(database_url, db):
 
 
 def test_a_child_busy_in_a_handler_leaves_the_next_notify_to_a_sibling(database_url, db):
-    release = threading.Event()
+    release, sibling_decided = threading.Event(), threading.Event()
     registry = Registry()
     registry.register("test", "slow", lambda event, tx: release.wait(30))
-    with worker_loops(database_url, batch_size=10, children=2, registry=registry) as turns:
+    with worker_loops(database_url, batch_size=10, children=2, registry=registry,
+                      sibling_decided=sibling_decided) as turns:
         insert_and_notify(db, 1, "slow", event_type="slow")
         claimed = "SELECT attempts = 1 FROM inbox WHERE event_type = 'slow'"
         wait_for(lambda: db.execute(claimed).fetchone()[0], "the slow event to be claimed")
+        # The sibling has left the first NOTIFY to its elder; it hears the next one alone
+        # (one it drained with the first would wait for the elder: see SteppedControl).
+        wait_for(sibling_decided.is_set, "the sibling to hear the first NOTIFY")
         insert_and_notify(db, 1, "meanwhile")
         wait_for(lambda: settled(db) == 1, "the event sent while the first child is busy")
         release.set()

@@ -79,7 +79,8 @@ def id_at(conn: db.Connection, at: datetime) -> int | None:
 
 
 def replay_count(conn: db.Connection, params: Mapping[str, Any]) -> int:
-    row = conn.execute(query("console_replay_count"), {**params, "cap": REPLAY_COUNT_CAP},
+    row = conn.execute(query("console_replay_count"),
+                       {**params, "before": None, "cap": REPLAY_COUNT_CAP},
                        prepare=False).fetchone()
     return int(row[0]) if row else 0
 

@@ -75,10 +75,10 @@ class ProcessCounts:
 class MetricsLogger:
     """Logs one l2met line every `interval_seconds`.
 
-    A loop calls `log_if_due()` between its items (a worker or relay, whose connection
-    belongs to its own thread); the web process calls `start()` for a daemon thread that
-    does it. `read_state` reads the system on a connection of its own (None when the
-    database cannot answer: the line then carries only the process's own counts).
+    The reporting duties (inbox/metrics/duties.py) call `log_if_due()` on their tick: the
+    worker's and relay's loop between items, the web's duties thread in the web process.
+    `read_state` reads the system on a connection of its own (None when the database
+    cannot answer: the line then carries only the process's own counts).
     """
 
     def __init__(self, source: str, interval_seconds: float,
@@ -87,20 +87,7 @@ class MetricsLogger:
         self.interval_seconds = interval_seconds
         self.read_state = read_state
         self.counts = counts
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
         self._next_at: float | None = None
-
-    def start(self) -> MetricsLogger:
-        if self.interval_seconds > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="inbox-l2met", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def log_if_due(self, now: float) -> str | None:
         """Log a line if `interval_seconds` passed since the previous one (or the first
@@ -126,7 +113,3 @@ class MetricsLogger:
         line = format_line(self.source, samples, self.counts.take())
         log.info(line)
         return line
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.interval_seconds):
-            self.log_once()

@@ -19,60 +19,36 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
-from inbox.config import Settings
-from inbox.providers import (
-    UNTYPED,
-    Clock,
-    ReceivedEvent,
-    body_digest_id,
-    header,
-    identifier,
-    parse_json_object,
-    verify_body_hmac,
-)
+from inbox.providers import UNTYPED, body_digest_id, header, identifier
+from inbox.providers.body_hmac import BodyHmacProvider
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 DELIVERY_HEADER = "X-GitHub-Delivery"
 EVENT_HEADER = "X-GitHub-Event"
 
 
-@dataclass(frozen=True)
-class GitHubProvider:
+def sign(body: bytes, secret: str) -> str:
+    """The `X-Hub-Signature-256` value for `body` (tests, `inbox send-test-event`)."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class GitHubProvider(BodyHmacProvider):
     """Verifies GitHub deliveries against every configured webhook secret."""
 
-    secrets: tuple[str, ...]
-    name: str = "github"
+    name = "github"
+    signature_header = SIGNATURE_HEADER
+    secret_variable = "GITHUB_WEBHOOK_SECRET"
+    sign = staticmethod(sign)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock) -> GitHubProvider:
-        return cls(tuple(settings.provider_secrets.get("github", ())))
-
-    def receive(self, body: bytes, headers: Mapping[str, str]) -> ReceivedEvent:
-        signature = header(headers, SIGNATURE_HEADER)
-        self.verify(body, signature)
-        text, payload = parse_json_object(body)
+    def identify(self, headers: Mapping[str, str], payload: dict[str, Any],
+                 body: bytes) -> tuple[str, str]:
         delivery = header(headers, DELIVERY_HEADER)
         event = header(headers, EVENT_HEADER)
         event_type = UNTYPED
         if event:
             action = payload.get("action")
             event_type = f"{event}.{action}" if isinstance(action, str) and action else event
-        return ReceivedEvent(
-            provider=self.name,
-            event_id=identifier(delivery, "delivery id") if delivery else body_digest_id(body),
-            event_type=identifier(event_type, "type"),
-            payload_text=text,
-            raw_body=body,
-            signature=signature,
-        )
-
-    def verify(self, body: bytes, signature: str | None) -> None:
-        """Raise InvalidSignature unless `signature` signs `body` with one of our secrets."""
-        verify_body_hmac(body, signature, self.secrets, sign,
-                         secret_variable="GITHUB_WEBHOOK_SECRET", header_name=SIGNATURE_HEADER)
-
-def sign(body: bytes, secret: str) -> str:
-    """The `X-Hub-Signature-256` value for `body` (tests, `inbox send-test-event`)."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        event_id = identifier(delivery, "delivery id") if delivery else body_digest_id(body)
+        return event_id, identifier(event_type, "type")

@@ -12,7 +12,11 @@ processes back into work (`rescue`). The runner and its supervisor do everything
   `poll_interval_seconds`, so a lost notification delays work by at most one interval; the
   rescue runs on that same tick. A NOTIFY wakes every child, but only the first child of
   the loop that was waiting claims for it (the others see it waiting in shared memory): at
-  a low rate each event then costs one claim, not one per child;
+  a low rate each event then costs one claim, not one per child. A sibling that wakes
+  only after the first child's handler began (and cleared its waiting flag) claims too
+  (one empty claim), and a NOTIFY a sibling reads together with the one its elder is
+  claiming for is left to the elder (at worst until the next poll tick): the accepted
+  prices of a check that needs no lock;
 - **signals**: the first SIGTERM stops claiming; each child finishes the item in hand (the
   claimer gives back the rest of its batch) and exits 0. A second SIGTERM, or SIGINT, exits
   at once: the open transaction rolls back and the leases are given back. A child whose

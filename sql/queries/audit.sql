@@ -167,13 +167,8 @@ ORDER BY id;
 
 -- name: inbox_replay_preview_status
 -- `inbox replay --status S ... --dry-run`: the events inbox_replay_status (ops.sql) would
--- put back. Keep the WHERE clause in step with it.
+-- put back, through the same filter.
 SELECT id, provider, event_id
 FROM inbox
-WHERE status = %(status)s
-  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
-  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
-  AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
-  AND locked_backend IS NULL
+-- include: inbox_replay_status_filter
 ORDER BY id;

@@ -3,8 +3,8 @@
 -- attempts and messages) and ops.sql (replaying one event, outbox replays).
 -- Every statement here reads an index range or a bounded slice: none counts a table.
 -- The events filter (status with `retrying`, provider, type, received range as id bounds,
--- error) is written out in console_events, console_replay_count and console_replay_batch:
--- keep the three in step. `retrying` is pending again after a failed attempt, as in the
+-- error) is console_events_filter, included by console_events, console_replay_count and
+-- console_replay_batch. `retrying` is pending again after a failed attempt, as in the
 -- inbox_failures view; `dead` and `retrying` are read through inbox_failures_idx.
 
 -- name: console_statement_timeout
@@ -21,6 +21,19 @@ SELECT (SELECT id FROM inbox ORDER BY id LIMIT 1) AS low,
 -- turns a received time into an id bound (ids grow with received_at).
 SELECT id, received_at FROM inbox WHERE id >= %(id)s ORDER BY id LIMIT 1;
 
+-- name: console_events_filter
+-- A fragment, never run alone: the events filter's conditions after the status (each
+-- statement says its own: a bulk replay needs one), as `AND ...` lines. %(before)s is the
+-- keyset: ids below it (NULL: from the newest).
+  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(error)s::text IS NULL OR left(split_part(last_error, E'\n', 1), 200) = %(error)s::text)
+  AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
+  AND (%(low_id)s::bigint IS NULL OR id >= %(low_id)s::bigint)
+  AND (%(high_id)s::bigint IS NULL OR id <= %(high_id)s::bigint)
+  AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+
 -- name: console_events
 -- One page of the events list, newest first, after the keyset %(before)s (the smallest id
 -- of the previous page). %(text)s: a LIKE pattern the payload must contain (ILIKE).
@@ -31,14 +44,7 @@ WHERE (%(status)s::text IS NULL
        OR (%(status)s::text = 'retrying' AND status = 'pending' AND attempts > 0
            AND last_error IS NOT NULL)
        OR (%(status)s::text <> 'retrying' AND status = %(status)s::text))
-  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
-  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
-  AND (%(error)s::text IS NULL OR left(split_part(last_error, E'\n', 1), 200) = %(error)s::text)
-  AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
-  AND (%(low_id)s::bigint IS NULL OR id >= %(low_id)s::bigint)
-  AND (%(high_id)s::bigint IS NULL OR id <= %(high_id)s::bigint)
-  AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+  -- include: console_events_filter
   AND (%(text)s::text IS NULL OR payload::text ILIKE %(text)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s;
@@ -50,14 +56,7 @@ SELECT count(*) FROM (
     WHERE ((%(status)s::text = 'retrying' AND status = 'pending' AND attempts > 0
             AND last_error IS NOT NULL)
            OR (%(status)s::text <> 'retrying' AND status = %(status)s::text))
-      AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
-      AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
-      AND (%(error)s::text IS NULL
-           OR left(split_part(last_error, E'\n', 1), 200) = %(error)s::text)
-      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
-      AND (%(low_id)s::bigint IS NULL OR id >= %(low_id)s::bigint)
-      AND (%(high_id)s::bigint IS NULL OR id <= %(high_id)s::bigint)
+      -- include: console_events_filter
       AND locked_backend IS NULL
     LIMIT %(cap)s
 ) AS matching;
@@ -73,15 +72,7 @@ WITH batch AS (
     WHERE ((%(status)s::text = 'retrying' AND status = 'pending' AND attempts > 0
             AND last_error IS NOT NULL)
            OR (%(status)s::text <> 'retrying' AND status = %(status)s::text))
-      AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
-      AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
-      AND (%(error)s::text IS NULL
-           OR left(split_part(last_error, E'\n', 1), 200) = %(error)s::text)
-      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
-      AND (%(low_id)s::bigint IS NULL OR id >= %(low_id)s::bigint)
-      AND (%(high_id)s::bigint IS NULL OR id <= %(high_id)s::bigint)
-      AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+      -- include: console_events_filter
       AND locked_backend IS NULL
     ORDER BY id DESC
     LIMIT %(batch_size)s

@@ -18,19 +18,23 @@ WITH replayed AS (
 )
 SELECT id, provider, event_id, pg_notify('inbox_events', '') FROM replayed;
 
+-- name: inbox_replay_status_filter
+-- A fragment, never run alone: the events `inbox replay --status S [--type T] [--provider
+-- P] [--since/--until]` puts back (NULL: no bound), rows a worker holds left alone. Included
+-- by inbox_replay_status and its dry run, inbox_replay_preview_status (audit.sql).
+WHERE status = %(status)s
+  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
+  AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
+  AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
+  AND locked_backend IS NULL
+
 -- name: inbox_replay_status
 -- `inbox replay --status dead [--type T]`: the same for every event in a status.
--- `--since/--until` bound received_at (NULL: no bound); `--dry-run` runs
--- inbox_replay_preview_status (audit.sql), whose WHERE clause is kept in step with this one.
 WITH replayed AS (
     UPDATE inbox
     SET status = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL
-    WHERE status = %(status)s
-      AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s::text)
-      AND (%(provider)s::text IS NULL OR provider = %(provider)s::text)
-      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s::timestamptz)
-      AND locked_backend IS NULL
+    -- include: inbox_replay_status_filter
     RETURNING id, provider, event_id
 )
 SELECT id, provider, event_id, pg_notify('inbox_events', '') FROM replayed;
