@@ -419,3 +419,27 @@ def test_prefetch_takes_only_event_and_related_object():
         registry.register("stripe", TYPE, lambda event, tx: None, prefetch=("data",))
     with pytest.raises(ValueError, match="prefetch takes a collection of"):
         registry.register("stripe", TYPE, lambda event, tx: None, prefetch="event")
+
+
+def test_a_request_the_handler_did_not_declare_is_split_like_any_other(
+        client, clock, db, stripe_api):
+    fake, settings = stripe_api
+    db.execute(EFFECTS_TABLE)
+    [ordinary] = insert_events(db, "effect", 1, provider="stripe")  # first in the batch
+    [thin_id] = deliver_thin_events(client, clock, fake, "evt_test_undeclared", count=1)
+    seen: list[tuple[str, str]] = []
+    fake.on_object = lambda path: seen.append((path, row(db, ordinary)[0]))
+
+    def effect(event, tx):
+        tx.execute("INSERT INTO effects (event_id, attempt) VALUES (%s, 1)", [event.id])
+
+    def thin(event, tx):
+        event.stripe_event()
+        event.related_object()  # not declared: asked now, after the others' commit
+
+    registry = Registry()
+    registry.register("stripe", TYPE, thin, prefetch=("event",))
+    registry.register("stripe", "effect", effect)
+    assert run_worker(settings, registry) == 2
+    assert seen == [(f"/v2/core/events/{thin_id}", "pending"), (meter_url(), "processed")]
+    assert row(db, thin_id)[:2] == ("processed", 1)
