@@ -87,6 +87,12 @@ class Settings:
     console_password: str | None = None
     console_secret_key: str | None = None
     console_session_seconds: float = DEFAULT_CONSOLE_SESSION_SECONDS
+    # Deliveries to /webhooks/stripe and /webhooks/stripe-connect only from Stripe's
+    # published webhook addresses (inbox/web/allowlist.py); others are answered 403.
+    stripe_webhook_ip_allowlist: bool = False
+    # Proxies in front of the web process that append to X-Forwarded-For (Heroku's router:
+    # 1); 0: the peer's address is the client's (inbox/client_address.py).
+    trusted_proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +155,8 @@ class Settings:
             console_secret_key=env.get("INBOX_CONSOLE_SECRET_KEY") or None,
             console_session_seconds=_number(env, "INBOX_CONSOLE_SESSION_SECONDS",
                                             DEFAULT_CONSOLE_SESSION_SECONDS, float),
+            stripe_webhook_ip_allowlist=_flag(env, "STRIPE_WEBHOOK_IP_ALLOWLIST"),
+            trusted_proxy_hops=_number(env, "INBOX_TRUSTED_PROXY_HOPS", 0, int),
         )
 
     def require_database_url(self) -> str:
@@ -170,6 +178,19 @@ def log_format_from_env(env: Mapping[str, str] | None = None) -> str:
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A switch: 1/true/yes/on or 0/false/no/off (unset: off); anything else is an error
+    rather than a guess, so a typo never leaves a lock open."""
+    raw = env.get(name, "").strip().lower()
+    if raw not in FLAG_VALUES:
+        raise ConfigError(f"{name}={raw!r} is not one of 1, 0, true, false, yes, no, on, off")
+    return FLAG_VALUES[raw]
 
 
 def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num]) -> _Num:

@@ -70,12 +70,39 @@ def test_repeated_wrong_passwords_are_slowed_down_per_client(console_app):
     # Now even the right password waits, and another client is not affected.
     slowed = log_in(client)
     assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
-    # The test client is always 127.0.0.1; another address behind the router is not slowed.
-    other = console_app.test_client()
-    page = other.get("/console/")
-    response = other.post("/console/login", headers={"X-Forwarded-For": "203.0.113.9"}, data={
-        "password": PASSWORD, "csrf_token": csrf_of(page.get_data(as_text=True))})
-    assert response.status_code == 302
+    # Another client (the test client is 127.0.0.1) is not slowed; with no proxy hops
+    # trusted (the default), a header naming another address does not make another client.
+    assert try_password(console_app, {"X-Forwarded-For": "203.0.113.9"}).status_code == 429
+    assert try_password(console_app, remote_addr="127.0.0.9").status_code == 302
+
+
+def try_password(app, headers=None, remote_addr="127.0.0.1", password=PASSWORD):
+    """A login from a fresh client (its own session) at `remote_addr`."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = remote_addr
+    page = client.get("/console/")
+    return client.post("/console/login", headers=headers or {}, data={
+        "password": password, "csrf_token": csrf_of(page.get_data(as_text=True))})
+
+
+def test_behind_a_router_the_slow_down_follows_the_routers_entry(settings, clock):
+    """INBOX_TRUSTED_PROXY_HOPS=1: the client is the entry the router appended
+    (inbox.client_address, the allowlist's own function), whatever it wrote before it."""
+    app = create_app(dataclasses.replace(settings, console_password=PASSWORD,
+                                         trusted_proxy_hops=1), clock=clock)
+    try:
+        for n in range(auth.FREE_FAILURES):  # each with another forged first entry
+            forged = {"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.7"}
+            assert try_password(app, forged, password="wrong").status_code == 401
+        assert try_password(app, {"X-Forwarded-For": "10.9.9.9, 198.51.100.7"}).status_code == 429
+        # The same router (peer) on behalf of another client is another client.
+        assert try_password(app, {"X-Forwarded-For": "198.51.100.8"}).status_code == 302
+        # No entry the router appended: not anybody's own budget, and not exempt either.
+        for _ in range(auth.FREE_FAILURES):
+            assert try_password(app, password="wrong").status_code == 401
+        assert try_password(app).status_code == 429
+    finally:
+        app.extensions["inbox.database"].close()
 
 
 def test_the_throttle_grows_and_forgets_on_success():

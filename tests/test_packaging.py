@@ -23,6 +23,7 @@ def test_wheel_carries_sql_and_console_script(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "inbox/sql/migrations/0001_inbox_outbox.sql" in names
     assert "inbox/sql/queries/receiver.sql" in names
+    assert "inbox/stripe/webhook_ips.json" in names  # the allowlist's shipped list
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "inbox = inbox.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

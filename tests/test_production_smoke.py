@@ -137,6 +137,12 @@ def test_procfile_lines_receive_process_and_deliver(prod_venv, fresh_database, t
         assert release.wait(timeout=120) == 0, logs["release"].read_text()
         assert "0001_inbox_outbox.sql" in logs["release"].read_text()
         seed_demo_customer(fresh_database)
+        # The installed package (the console script imports it, not the checkout) carries
+        # Stripe's webhook addresses for the allowlist.
+        shown = subprocess.run(["bash", "-c", "inbox stripe-ips"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert "the copy this release ships" in shown.stdout and "3.18.12.63" in shown.stdout
 
         processes = {name: start(lines[name], env, logs[name])
                      for name in ("web", "worker", "relay")}

@@ -23,7 +23,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # subcommand (`add_parser`) and implements it; the process types hand over to their rooms
 # (inbox/worker/, inbox/relay/). In the order `inbox --help` lists them.
 COMMANDS = ("migrate", "relay", "worker", "status", "replay", "dev", "send_test_event", "events",
-            "prune", "psql", "reconcile")
+            "prune", "psql", "reconcile", "stripe_ips")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
 """Who may use the console: the password, the session cookie, CSRF, the headers.
 
 - One password (INBOX_CONSOLE_PASSWORD), compared in constant time. A client (its
-  address) that gets it wrong keeps waiting longer before it may try again: after
-  FREE_FAILURES wrong tries, 2**n seconds, up to MAX_WAIT_SECONDS (per web process).
+  address, as inbox.client_address tells it behind INBOX_TRUSTED_PROXY_HOPS proxies, so
+  writing another X-Forwarded-For does not make it another client) that gets it wrong
+  keeps waiting longer before it may try again: after FREE_FAILURES wrong tries, 2**n
+  seconds, up to MAX_WAIT_SECONDS (per web process).
 - The session is Flask's signed cookie: HttpOnly, SameSite=Strict, Secure unless the
   request came to localhost, path /console/; it ends SESSION_SECONDS after the login
   whatever the activity (the login time is in the signed cookie).
@@ -22,12 +24,18 @@ import threading
 import time
 from collections import OrderedDict
 
-from flask import Flask, Request, request, session
+from flask import Flask, Request, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 
+from inbox import client_address as addresses
 from inbox.config import Settings
 
 COOKIE_NAME = "inbox_console"
+# The app.config key of INBOX_TRUSTED_PROXY_HOPS (set by `configure`).
+HOPS_CONFIG = "INBOX_TRUSTED_PROXY_HOPS"
+# The client of a request that did not come through the trusted proxies: such clients
+# share one slow-down (the proxies always add an entry, so only a misrouted one lacks it).
+UNTRUSTED_CLIENT = "unknown"
 FREE_FAILURES = 3
 MAX_WAIT_SECONDS = 300.0
 TRACKED_CLIENTS = 10_000
@@ -81,14 +89,13 @@ def configure(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_PATH="/console/",
         PERMANENT_SESSION_LIFETIME=settings.console_session_seconds,
     )
+    app.config[HOPS_CONFIG] = settings.trusted_proxy_hops
 
 
 def client_address(req: Request) -> str:
-    """The operator's address: the last X-Forwarded-For entry when a router added one
-    (Heroku's appends the address it saw, which the client cannot choose), else the peer."""
-    forwarded = req.headers.get("X-Forwarded-For", "")
-    last = forwarded.split(",")[-1].strip()
-    return last or req.remote_addr or "unknown"
+    """The operator's address, the same the webhook route's allowlist would see."""
+    hops = current_app.config.get(HOPS_CONFIG, 0)
+    return addresses.client_address(req.environ, hops) or UNTRUSTED_CLIENT
 
 
 def now() -> float:

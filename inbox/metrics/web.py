@@ -16,10 +16,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Outcomes of a webhook request, as the request log line names them (the contract's
-# seven, plus the answers a provider should never get: a wrong method, a bug).
+# seven, plus the answers a provider should never get: a wrong method, a bug; and
+# `forbidden`, a Stripe delivery from outside Stripe's addresses, inbox/web/allowlist.py).
 OUTCOMES = ("stored", "duplicate", "invalid_signature", "invalid_event", "too_large",
             "unknown_provider", "unavailable", "method_not_allowed", "bad_request",
-            "internal_error")
+            "internal_error", "forbidden")
 # The provider label of a request for a path no provider serves: the path is what a client
 # typed, and a label per typed value would let anyone grow the metrics without bound.
 UNKNOWN_PROVIDER = "unknown"

@@ -22,6 +22,7 @@ from inbox.metrics import endpoint as metrics_endpoint
 from inbox.metrics import web as web_metrics
 from inbox.providers import Clock, ReceivedEvent
 from inbox.web import health, store, webhooks
+from inbox.web.allowlist import StripeAllowlist
 from inbox.web.duties import WebDuties
 from inbox.web.group_commit import GroupCommit
 from inbox.web.wakeup import WakeNotifier
@@ -89,9 +90,11 @@ def create_app(
     app = Flask("inbox")
     database = Database(settings, pool_size)
     app.extensions["inbox.database"] = database
+    allowlist = (StripeAllowlist(settings.trusted_proxy_hops)
+                 if settings.stripe_webhook_ip_allowlist else None)
     # Started by gunicorn's post_worker_init (inbox/gunicorn_conf.py), not here: a test
     # that makes an app gets no thread it did not ask for.
-    duties = WebDuties(settings, lambda: db.connection(database.pool))
+    duties = WebDuties(settings, lambda: db.connection(database.pool), allowlist)
     app.extensions["inbox.duties"] = duties
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_endpoint.blueprint(
@@ -101,7 +104,8 @@ def create_app(
         app.register_blueprint(console_views.blueprint(
             settings, lambda: db.connection(database.pool)))
     app.wsgi_app = webhooks.WebhookRoute(  # type: ignore[method-assign]
-        app.wsgi_app, settings, clock, database.inserter, on_answer=duties.answered)
+        app.wsgi_app, settings, clock, database.inserter, on_answer=duties.answered,
+        allowlist=allowlist)
     app.register_error_handler(HTTPException, _http_error_as_json)
     logging.getLogger("inbox").setLevel(logging.INFO)
     return app

@@ -2,7 +2,9 @@
 gevent workers), once per poll interval: it beats (inbox_processes), holds the signature
 failures it answered since its previous tick for their alert, takes its turn at the alerts
 (inbox/alerts/watch.py), and logs its l2met metrics line when one is due: the reporting
-every process does (inbox/metrics/duties.py), with the signature failures as its own duty.
+every process does (inbox/metrics/duties.py), with the signature failures as its own duty,
+and, with STRIPE_WEBHOOK_IP_ALLOWLIST on, a fresh look at Stripe's addresses as `inbox
+stripe-ips --update` stored them (inbox/web/allowlist.py), first as the thread starts.
 
 The web process takes the alerts' turn too because it is the one process that runs for
 as long as webhooks arrive: with every worker dead, a backlog grows and only the web is
@@ -21,6 +23,7 @@ from inbox.alerts.kinds import all_kinds
 from inbox.config import Settings
 from inbox.metrics.duties import ConnectionSource, ReportingDuties
 from inbox.store import processes
+from inbox.web.allowlist import StripeAllowlist
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,13 @@ log = logging.getLogger(__name__)
 class WebDuties:
     """Started by gunicorn's post_worker_init in each web process, stopped as it exits."""
 
-    def __init__(self, settings: Settings, connection: ConnectionSource) -> None:
+    def __init__(self, settings: Settings, connection: ConnectionSource,
+                 allowlist: StripeAllowlist | None = None) -> None:
         self.settings = settings
         self.connection = connection
-        self.reporting = ReportingDuties("web", settings, connection,
-                                         [self._hold_signature_failures])
+        self.allowlist = allowlist
+        own = [self._hold_signature_failures] + ([allowlist.refresh] if allowlist else [])
+        self.reporting = ReportingDuties("web", settings, connection, own)
         self._signature_failures: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -79,6 +84,12 @@ class WebDuties:
 
     def _run(self) -> None:
         interval = max(self.settings.poll_interval_seconds, 0.1)
+        if self.allowlist is not None:  # the stored list at once, not after a tick
+            try:
+                with self.connection() as conn:
+                    self.allowlist.refresh(conn)
+            except Exception as exc:  # the shipped list serves until the next tick
+                log.warning("web: could not read Stripe's webhook addresses: %s", exc)
         while not self._stopped.wait(interval):
             try:
                 self.run_once()

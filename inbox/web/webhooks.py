@@ -26,6 +26,7 @@ from inbox.errors import DatabaseUnavailable, InvalidEvent, InvalidSignature, Un
 from inbox.logs import Lines
 from inbox.metrics import web as metrics
 from inbox.providers import Clock, Provider, get_provider
+from inbox.web.allowlist import STRIPE_PROVIDERS, StripeAllowlist
 from inbox.web.group_commit import GroupCommit
 
 log = logging.getLogger("inbox.web")
@@ -34,6 +35,7 @@ RETRY_AFTER_SECONDS = 5
 # The two answers of the hot path, encoded once: the bytes jsonify makes for them.
 STORED_BODY = b'{"duplicate":false,"received":true}\n'
 DUPLICATE_BODY = b'{"duplicate":true,"received":true}\n'
+FORBIDDEN_DETAIL = "this endpoint takes deliveries only from Stripe's webhook addresses"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Headers = list[tuple[str, str]]
@@ -53,14 +55,15 @@ class WebhookRoute:
     """
 
     def __init__(self, next_app: WSGIApp, settings: Settings, clock: Clock,
-                 inserter: GroupCommit, on_answer: Callable[[str, str], None] | None = None
-                 ) -> None:
+                 inserter: GroupCommit, on_answer: Callable[[str, str], None] | None = None,
+                 allowlist: StripeAllowlist | None = None) -> None:
         self._next_app = next_app
         self._settings = settings
         self._clock = clock
         self._inserter = inserter
         self._on_answer = on_answer  # (provider, outcome): the web's duties (alerts)
         self._providers: dict[str, Provider] = {}
+        self._allowlist = allowlist  # None: STRIPE_WEBHOOK_IP_ALLOWLIST is off
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
@@ -75,7 +78,8 @@ class WebhookRoute:
             seconds = time.perf_counter() - started
             record["ms"] = round(seconds * 1000, 2)
             log.info(Lines("request", (record,)))  # inbox/logs.py: text or JSON
-            known = name if name in self._providers else metrics.UNKNOWN_PROVIDER
+            known = (name if name in self._providers or name in STRIPE_PROVIDERS
+                     else metrics.UNKNOWN_PROVIDER)
             outcome = str(record.get("outcome", "internal_error"))
             metrics.record_answer(known, outcome, seconds)
             if self._on_answer is not None:
@@ -88,6 +92,11 @@ class WebhookRoute:
     def _receive(self, environ: dict[str, Any], name: str, record: dict[str, object]
                  ) -> tuple[int, Headers, bytes]:
         """Do the work and fill `record` (the request's log line) with what happened."""
+        if self._allowlist is not None and name in STRIPE_PROVIDERS:
+            client = self._allowlist.refused(environ)  # before the body, before the database
+            if client is not None:
+                record["client"] = client
+                return _error(record, 403, "forbidden", FORBIDDEN_DETAIL, outcome="forbidden")
         if environ["REQUEST_METHOD"] != "POST":
             return _http_error(record, MethodNotAllowed(), [("Allow", "POST")])
         try:
