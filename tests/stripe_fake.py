@@ -10,6 +10,12 @@
   (then only that connected account's events);
 - `rate_limit(n, retry_after=1)`: the next n requests get 429 with `Retry-After` and no
   `Stripe-Should-Retry`, as Stripe's rate limiter answers.
+
+Thin events (event destinations, API v2): `add_thin(event, related)` serves the full
+event at `GET /v2/core/events/<id>` and the related object at its `related_object.url`
+(404 with Stripe's error JSON for what it does not hold); `fail(path, 500, ...)` makes the
+next requests of a path answer those statuses first; `delay_seconds` makes those answers
+wait, as Stripe's API takes tens to hundreds of milliseconds (bench/thin_events.py).
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class FakeStripe:
         self._lock = threading.Lock()
         self._rate_limited = 0
         self._retry_after = "1"
+        self.objects: dict[str, dict[str, Any]] = {}  # thin events' data, by path
+        self.failures: dict[str, list[int]] = {}
+        self.delay_seconds = 0.0
+        self.on_object: Any = None  # called with the path before a thin-event answer
 
     def add(self, events: list[dict[str, Any]], *, delivered: bool = False) -> None:
         with self._lock:
@@ -84,6 +94,21 @@ class FakeStripe:
             self._rate_limited = count
             self._retry_after = retry_after
 
+    def add_thin(self, event: dict[str, Any], related: dict[str, Any] | None = None) -> None:
+        """Serve a thin event's full event, and its related object at its url."""
+        with self._lock:
+            self.objects[f"/v2/core/events/{event['id']}"] = event
+            if related is not None:
+                self.objects[event["related_object"]["url"]] = related
+
+    def fail(self, path: str, *statuses: int) -> None:
+        """The next requests of `path` answer these statuses (Stripe's error JSON)."""
+        with self._lock:
+            self.failures.setdefault(path, []).extend(statuses)
+
+    def paths(self) -> list[str]:
+        return [request["path"] for request in self.requests]
+
     def statuses(self) -> list[int]:
         return [request["status"] for request in self.requests]
 
@@ -94,11 +119,13 @@ class FakeStripe:
         response = self._answer(request)
         self.requests.append({"path": request.path, "args": request.args.to_dict(flat=False),
                               "account": request.headers.get("Stripe-Account"),
+                              "context": request.headers.get("Stripe-Context"),
                               "status": response.status_code})
         return response(environ, start_response)
 
     def _answer(self, request: Request) -> Response:
-        if request.path != "/v1/events" or request.method != "GET":
+        if request.method != "GET" or (request.path != "/v1/events"
+                                       and not request.path.startswith(("/v1/", "/v2/"))):
             return _error(404, "invalid_request_error", f"Unrecognized request URL "
                           f"({request.method}: {request.path})")
         auth = request.headers.get("Authorization", "")
@@ -106,6 +133,8 @@ class FakeStripe:
             key = auth.removeprefix("Bearer ")
             # Stripe masks the key; the fake echoes it whole, to prove we never print it.
             return _error(401, "invalid_request_error", f"Invalid API Key provided: {key}")
+        if request.path != "/v1/events":
+            return self._object(request.path)
         with self._lock:
             if self._rate_limited > 0:
                 self._rate_limited -= 1
@@ -150,6 +179,25 @@ class FakeStripe:
         body = {"object": "list", "data": page, "has_more": len(events) > limit,
                 "url": "/v1/events"}
         return Response(json.dumps(body, indent=2), 200, content_type="application/json",
+                        headers={"Request-Id": f"req_fake_{next(_ids)}"})
+
+
+    def _object(self, path: str) -> Response:
+        """A thin event's full event or related object, after `delay_seconds`."""
+        if self.on_object is not None:
+            self.on_object(path)
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        with self._lock:
+            planned = self.failures.get(path)
+            status = planned.pop(0) if planned else None
+            found = self.objects.get(path)
+        if status is not None:
+            return _error(status, "api_error", f"fake failure {status} of {path}")
+        if found is None:
+            return _error(404, "invalid_request_error", f"No such object: {path}",
+                          code="resource_missing")
+        return Response(json.dumps(found, indent=2), 200, content_type="application/json",
                         headers={"Request-Id": f"req_fake_{next(_ids)}"})
 
 

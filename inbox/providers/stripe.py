@@ -6,7 +6,9 @@ signs with a secret of its own, STRIPE_CONNECT_WEBHOOK_SECRET). Both store provi
 `stripe`, so the unique key (provider, event_id) makes one row of an event whichever way it
 came, `inbox reconcile stripe` included: a Stripe event id is unique across accounts, and
 a handler registered for ("stripe", "invoice.paid") serves both. The event's `account`
-(present on events of connected accounts) is kept in its own column.
+(present on events of connected accounts) is kept in its own column. Thin events (event
+destinations, API v2) come the same way, signed the same way: `id` and `type` name them,
+their `context` is the account (inbox/stripe/thin.py fetches their data for handlers).
 
 The SDK computes and compares the HMAC; around it we are stricter than the SDK in three
 documented ways (see tests/fixtures/signatures): exactly one `t=` element, a timestamp
@@ -107,8 +109,10 @@ def account_of(event: Mapping[str, object]) -> str | None:
 
     Only events of connected accounts carry it; anything but a plain, short string is
     treated as absent rather than refusing the event (the id and type decide validity).
+    A thin event (an event destination's notification, `"object": "v2.core.event"`)
+    names it in `context` instead (null for the platform's own events).
     """
-    account = event.get("account")
+    account = event.get("context" if event.get("object") == "v2.core.event" else "account")
     if isinstance(account, str) and 0 < len(account) <= MAX_IDENTIFIER_CHARS:
         return account
     return None

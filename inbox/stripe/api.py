@@ -67,16 +67,19 @@ class Listing:
     account: str | None = None
 
 
-def make_client(settings: Settings) -> stripe.StripeClient:
-    """A client for STRIPE_API_BASE with STRIPE_API_KEY, or StripeAPIError without a key."""
+def make_client(settings: Settings, *, max_network_retries: int = MAX_NETWORK_RETRIES,
+                timeout_seconds: float = REQUEST_TIMEOUT_SECONDS) -> stripe.StripeClient:
+    """A client for STRIPE_API_BASE with STRIPE_API_KEY, or StripeAPIError without a key.
+
+    Reconcile lets the SDK retry; thin events' fetches (inbox/stripe/thin.py) do not."""
     if not settings.stripe_api_key:
         raise StripeAPIError("STRIPE_API_KEY is not set: a restricted key with read access "
-                             "to Events is needed to list Stripe's events")
-    http_client = stripe.RequestsClient(timeout=REQUEST_TIMEOUT_SECONDS)
+                             "to Events is needed to read Stripe's events")
+    http_client = stripe.RequestsClient(timeout=timeout_seconds)
     return stripe.StripeClient(
         settings.stripe_api_key,
         base_addresses={"api": settings.stripe_api_base},
-        max_network_retries=MAX_NETWORK_RETRIES,
+        max_network_retries=max_network_retries,
         http_client=http_client,
     )
 

@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from inbox import db
+from inbox.stripe.thin import StripeFetch
 from inbox.worker import store
 from inbox.worker.store import OutboxMessage
 
@@ -46,6 +47,29 @@ class Event:
     # The Stripe Connect account (acct_...) the event happened on; None for the platform's
     # own events and for other providers. Read from the inbox row: no payload parse needed.
     account: str | None = None
+    # A Stripe event's fetcher of a thin event's data (the worker gives one to each).
+    stripe_fetch: StripeFetch | None = field(default=None, repr=False, compare=False)
+
+    def stripe_event(self) -> Any:
+        """A Stripe thin event's full event (`stripe.v2.core.Event`, with `data`), fetched
+        through the SDK on first call (GET /v2/core/events/<id>), then kept for the attempt.
+
+        Call it before the handler's first `tx` statement: the worker then ends the
+        batch's transaction before the request, so no transaction waits for Stripe.
+        A 404 raises Permanent; any other API failure an exception that is retried.
+        """
+        return self._stripe().event()
+
+    def related_object(self) -> Any:
+        """A Stripe thin event's related object, as it is now (a StripeObject), fetched from
+        its `related_object.url` on first call; None when the event names none. As
+        `stripe_event()`: before the first `tx` statement, 404 is Permanent."""
+        return self._stripe().related_object()
+
+    def _stripe(self) -> StripeFetch:
+        if self.stripe_fetch is None:
+            raise TypeError(f"{self.provider} event {self.id} is not a Stripe event")
+        return self.stripe_fetch
 
     @cached_property
     def payload(self) -> dict[str, Any]:
@@ -143,13 +167,16 @@ class HandlerTx:
 
         Providers do not keep order: a handler calls this before changing an object and
         skips the change when it returns False (a newer event of the object came first).
-        `created` defaults to the event's own `created` (Stripe's seconds); a datetime or a
-        number works. Recording it is part of the event's transaction, and the row lock it
-        takes serialises concurrent events of the same object until commit.
+        `created` defaults to the event's own `created` (Stripe's seconds, or a thin event's
+        ISO time); a datetime, an ISO string or a number works. Recording it is part of the
+        event's transaction, and the row lock it takes serialises concurrent events of the
+        same object until commit.
         """
         self._begin()
         if created is None:
             created = self._event.created
+        if isinstance(created, str):  # a thin event's ISO time ("2024-09-26T17:46:22.134Z")
+            created = datetime.fromisoformat(created)
         if isinstance(created, datetime):
             created = created.timestamp()
         if not isinstance(created, int | float):

@@ -3,7 +3,8 @@
 One `run_once()` is:
 1. **claim** (`inbox_claim`, autocommit): up to `batch_size` due events are leased to this
    connection's backend and their attempt is counted, durably, before any handler runs;
-2. **process**, in ONE transaction (or several, each after 32 handlers that ran SQL): each
+2. **process**, in ONE transaction (or several: after 32 handlers that ran SQL, and before
+   a handler's request to Stripe's API for a thin event, EndTransactionFirst): each
    event's handler in its own savepoint (a failing handler rolls back only its own
    writes), then the outbox messages of the handlers that succeeded and all outcomes, in
    one round trip (`outbox_enqueue`, `inbox_finish`): handler writes, outbox rows and
@@ -43,10 +44,17 @@ from inbox.errors import DatabaseUnavailable, Permanent
 from inbox.logs import MAX_LOGGED_ERROR_CHARS, log_lines
 from inbox.runtime.duties import TickDuties
 from inbox.runtime.spec import Control, LoopSpec, NullControl
+from inbox.stripe.thin import StripeClients, StripeFetch
 from inbox.worker import store
+from inbox.worker.batch import (
+    BatchPayloads,
+    BatchTransaction,
+    EndTransactionFirst,
+    no_transaction_yet,
+)
 from inbox.worker.handler_tx import Event, HandlerTx
 from inbox.worker.registry import Registry
-from inbox.worker.store import ClaimedEvent, DeadLease, Lease, OutboxMessage, Outcome
+from inbox.worker.store import ClaimedEvent, DeadLease, Lease, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,8 @@ class Worker:
         self._claimed_a_suspect = False  # see more_may_be_due
         self.duties = TickDuties("worker", settings, self.conn)
         self._event_dead = all_kinds(settings)["event_dead"]
+        self._stripe_clients = StripeClients(settings)  # thin events' fetches
+        self._prefetched: dict[int, StripeFetch] = {}  # this batch's, by inbox id
 
     # -- the Claimer protocol ------------------------------------------------------------
 
@@ -153,6 +163,7 @@ class Worker:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.duties.goodbye()
+        self._stripe_clients.close()
         self.conn.close()
 
     def _raise_event_dead(self, conn: db.Connection, inbox_ids: list[int]) -> None:
@@ -188,10 +199,27 @@ class Worker:
                    if self.registry.lookup(event.provider, event.event_type) is not None]
         payloads = BatchPayloads(self.conn, handled)
         try:
+            self._prefetched = self._prefetch(events, payloads)
             while events:
                 events = self._process_in_one_transaction(events, payloads)
         finally:
             payloads.close()
+            self._prefetched = {}
+
+    def _prefetch(self, events: list[ClaimedEvent], payloads: BatchPayloads
+                  ) -> dict[int, StripeFetch]:
+        """Before the batch begins: the Stripe requests its handlers declared
+        (`@handler(..., prefetch=...)`), several at once, no transaction open."""
+        wanted = [(event.lease.inbox_id, self.registry.prefetch_of(event.provider,
+                                                                   event.event_type))
+                  for event in events if event.provider == "stripe"]
+        fetches = {inbox_id: StripeFetch(self._stripe_clients,
+                                         functools.partial(payloads.text, inbox_id),
+                                         no_transaction_yet)
+                   for inbox_id, whats in wanted if whats}
+        self._stripe_clients.prefetch([(fetches[inbox_id], whats)
+                                       for inbox_id, whats in wanted if whats])
+        return fetches
 
     def _process_in_one_transaction(
         self, events: list[ClaimedEvent], payloads: BatchPayloads
@@ -212,7 +240,11 @@ class Worker:
                     millis.append(None)
                     continue
                 began = time.perf_counter()
-                outcomes.append(self._run_handler(claimed, batch, payloads))
+                outcome = self._run_handler(claimed, batch, payloads)
+                if outcome is None:  # it asks Stripe: commit the others' work first
+                    left = events[index:]
+                    break
+                outcomes.append(outcome)
                 millis.append(round((time.perf_counter() - began) * 1000, 2))
             else:
                 left = []
@@ -232,20 +264,24 @@ class Worker:
 
     def _run_handler(
         self, claimed: ClaimedEvent, batch: BatchTransaction, payloads: BatchPayloads
-    ) -> Outcome:
+    ) -> Outcome | None:
+        """Run one handler; its outcome, or None when it asked Stripe's API while other
+        handlers' writes were in the transaction (it then runs again, first in the next)."""
         lease = claimed.lease
         started = datetime.now(UTC)
         func = self.registry.lookup(claimed.provider, claimed.event_type)
         if func is None:
             return Outcome(lease, "ignored", "ignored", started_at=started)
+        read_payload = functools.partial(payloads.text, lease.inbox_id)
         event = Event(
             provider=claimed.provider,
             id=claimed.event_id,
             type=claimed.event_type,
             attempt=lease.attempts,
             inbox_id=lease.inbox_id,
-            read_payload=functools.partial(payloads.text, lease.inbox_id),
+            read_payload=read_payload,
             account=claimed.account,
+            stripe_fetch=self._stripe_fetch(claimed, batch, read_payload),
         )
         tx = HandlerTx(self.conn, event, batch.begin)
         self.control.busy()
@@ -256,6 +292,10 @@ class Worker:
                     raise RuntimeError("the handler caught a database error and carried on")
                 store.release_savepoint(self.conn)
             batch.messages.extend(tx.messages)
+        except EndTransactionFirst:
+            if tx.in_savepoint:
+                store.rollback_savepoint(self.conn)
+            return None
         except Exception as exc:
             if self.conn.broken:
                 # The backend is gone (killed by the idle timeout, or the database went
@@ -269,6 +309,17 @@ class Worker:
             if tx.in_savepoint:
                 batch.handlers_with_sql += 1
         return Outcome(lease, "processed", "processed", started_at=started)
+
+    def _stripe_fetch(self, claimed: ClaimedEvent, batch: BatchTransaction,
+                      read_payload: functools.partial[str]) -> StripeFetch | None:
+        """A Stripe event's fetcher of its thin-event data (nothing is read until asked)."""
+        if claimed.provider != "stripe":
+            return None
+        prefetched = self._prefetched.get(claimed.lease.inbox_id)
+        if prefetched is not None:
+            prefetched.before_call = batch.before_stripe_call  # for what was not prefetched
+            return prefetched
+        return StripeFetch(self._stripe_clients, read_payload, batch.before_stripe_call)
 
     def _failure_outcome(self, lease: Lease, exc: Exception, started: datetime) -> Outcome:
         # The attempt's log line (log_attempts) says it, with the batch's other lines.
@@ -346,64 +397,6 @@ def log_attempts(events: list[ClaimedEvent] | None, outcomes: list[Outcome],
         by_level.setdefault(ATTEMPT_LEVELS.get(outcome.outcome, logging.INFO), []).append(line)
     for level, lines in sorted(by_level.items()):
         log_lines(log, level, "attempt", lines)
-
-
-class BatchTransaction:
-    """The batch's transaction, begun by the first handler statement, and the outbox
-    messages of its handlers that succeeded, written with the outcomes.
-
-    A batch whose handlers only queue messages (or whose events have no handler) never
-    begins it here: `store.finish_batch` then sends BEGIN, the outcomes and COMMIT in one
-    round trip, where an eager BEGIN would cost two more. Leaving the block commits a
-    begun transaction, or rolls it back on an exception.
-    """
-
-    def __init__(self, conn: db.Connection) -> None:
-        self._conn = conn
-        self._stack = contextlib.ExitStack()
-        self.begun = False
-        self.messages: list[OutboxMessage] = []
-        self.handlers_with_sql = 0  # handlers that opened a savepoint
-
-    def begin(self) -> None:
-        if not self.begun:
-            self._stack.enter_context(self._conn.transaction())
-            self.begun = True
-
-    def __enter__(self) -> BatchTransaction:
-        return self
-
-    def __exit__(self, *exc_info: object) -> bool:
-        return bool(self._stack.__exit__(*exc_info))
-
-
-class BatchPayloads:
-    """The payloads of a batch's handled events, read in one statement when a handler
-    first reads `event.payload`; a batch whose handlers never do reads none.
-
-    Only inside the batch: the read uses the worker's connection, so a payload first read
-    after the batch ended (an event kept for later) is an error, not a stray statement.
-    """
-
-    def __init__(self, conn: db.Connection, inbox_ids: list[int]) -> None:
-        self._conn = conn
-        self._inbox_ids = inbox_ids
-        self._texts: dict[int, str] | None = None
-        self._closed = False
-
-    def text(self, inbox_id: int) -> str:
-        if self._texts is None:
-            if self._closed:
-                raise RuntimeError("event.payload was first read after its batch ended: "
-                                   "read it in the handler")
-            self._texts = store.payloads(self._conn, self._inbox_ids)
-        try:
-            return self._texts[inbox_id]
-        except KeyError:
-            raise LookupError(f"inbox row {inbox_id} has no payload to read") from None
-
-    def close(self) -> None:
-        self._closed = True
 
 
 def loop_spec(

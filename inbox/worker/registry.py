@@ -12,13 +12,16 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from inbox.errors import InboxError
 
 HandlerFunc = Callable[[Any, Any], Any]
+# What a handler may have fetched before its batch begins: a Stripe thin event's full event
+# and related object (inbox/stripe/thin.py, StripeFetch.prefetch).
+PREFETCHABLE = frozenset({"event", "related_object"})
 
 
 class DuplicateHandler(InboxError):
@@ -34,9 +37,17 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[tuple[str, str], HandlerFunc] = {}
+        self._prefetch: dict[tuple[str, str], frozenset[str]] = {}
 
-    def register(self, provider: str, event_type: str, func: HandlerFunc) -> HandlerFunc:
+    def register(self, provider: str, event_type: str, func: HandlerFunc, *,
+                 prefetch: Collection[str] = ()) -> HandlerFunc:
+        """`prefetch`: for a Stripe thin event, "event" and/or "related_object", fetched
+        before the batch's transaction begins (inbox/stripe/thin.py)."""
         key = (provider, event_type)
+        unknown = set(prefetch) - PREFETCHABLE
+        if isinstance(prefetch, str) or unknown:
+            raise ValueError(f"prefetch takes a collection of {sorted(PREFETCHABLE)}, "
+                             f"not {prefetch!r}")
         existing = self._handlers.get(key)
         if existing is not None and _origin(existing) != _origin(func):
             raise DuplicateHandler(
@@ -46,19 +57,25 @@ class Registry:
         # The same function registering again is its module being imported again (a reload,
         # or imported under two names by a test): the newer definition wins.
         self._handlers[key] = func
+        self._prefetch[key] = frozenset(prefetch)
         return func
 
-    def handler(self, provider: str, event_type: str) -> Callable[[HandlerFunc], HandlerFunc]:
+    def handler(self, provider: str, event_type: str, *, prefetch: Collection[str] = ()
+                ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: `@registry.handler("stripe", "invoice.paid")`."""
 
         def decorate(func: HandlerFunc) -> HandlerFunc:
-            return self.register(provider, event_type, func)
+            return self.register(provider, event_type, func, prefetch=prefetch)
 
         return decorate
 
     def lookup(self, provider: str, event_type: str) -> HandlerFunc | None:
         """The handler for this event, or None (the event is then `ignored`)."""
         return self._handlers.get((provider, event_type))
+
+    def prefetch_of(self, provider: str, event_type: str) -> frozenset[str]:
+        """What the handler of this event wants fetched before its batch begins."""
+        return self._prefetch.get((provider, event_type), frozenset())
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(sorted(self._handlers))
@@ -71,15 +88,19 @@ class Registry:
 default_registry = Registry()
 
 
-def handler(provider: str, event_type: str) -> Callable[[HandlerFunc], HandlerFunc]:
+def handler(provider: str, event_type: str, *, prefetch: Collection[str] = ()
+            ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register the decorated function as the handler of (provider, event type).
 
     ```python
     @handler("stripe", "invoice.paid")
     def invoice_paid(event, tx): ...
     ```
+    `prefetch=("event", "related_object")` (Stripe thin events): what
+    `event.stripe_event()` / `event.related_object()` return is fetched before the batch
+    begins, several events' at once, instead of at the handler's call.
     """
-    return default_registry.handler(provider, event_type)
+    return default_registry.handler(provider, event_type, prefetch=prefetch)
 
 
 def load_handlers(modules: Iterable[str]) -> Registry:
