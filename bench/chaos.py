@@ -220,7 +220,9 @@ def chaos(cluster: Cluster, fleet: Fleet, options: ChaosOptions, rng: random.Ran
         if now >= next_restart:
             cluster.crash_and_restart(options.down_seconds)
             restarts += 1
-            next_restart = time.monotonic() + options.restart_every
+            # On a fixed cadence from the start (a slow restart under load must not push
+            # the next one out of a short soak), never sooner than a second after this one.
+            next_restart = max(next_restart + options.restart_every, time.monotonic() + 1.0)
         elif now >= next_kill:
             fleet.kill(rng.choice(SLOTS))
             next_kill = max(next_kill + options.kill_every, now)

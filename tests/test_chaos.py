@@ -14,7 +14,7 @@ from inbox.worker.loop import DEFAULT_BATCH_SIZE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
 
-SHORT = ChaosOptions(seconds=30.0, rate=15.0, kill_every=1.0, restart_every=12.0,
+SHORT = ChaosOptions(seconds=30.0, rate=15.0, kill_every=1.0, restart_every=10.0,
                      down_seconds=1.0, backlog=1500, drain_deadline=90.0)
 
 
