@@ -364,7 +364,7 @@ def test_json_of_payload_is_pretty(console, db):
     assert json.dumps({"a": {"b": 1}}, indent=2).replace('"', "&#34;") in html
 
 
-def test_minute_counts_reread_only_the_newest_minutes(db):
+def test_charts_count_each_minute_from_the_counters(db):
     from datetime import timedelta
 
     from inbox.console import store
@@ -378,11 +378,12 @@ def test_minute_counts_reread_only_the_newest_minutes(db):
 
     attempt(30, "processed")
     attempt(0, "dead")
-    counts = store.MinuteCounts("console_attempts_per_minute", ("processed", "dead"))
-    first = counts.series(db, timedelta(hours=24))
-    assert sum(first.counts["processed"]) == 1 and sum(first.counts["dead"]) == 1
     attempt(0, "dead")
-    db.execute("DELETE FROM inbox_attempts WHERE outcome = 'processed'")  # an old minute:
-    second = counts.series(db, timedelta(hours=24))                      # not read again
-    assert sum(second.counts["processed"]) == 1 and sum(second.counts["dead"]) == 2
-    assert len(store.last(second, 60).minutes) == 60
+    attempt(25 * 60, "dead")  # older than the day: not charted
+    day = store.per_minute(db, "console_attempts_per_minute", timedelta(hours=24),
+                           ("processed", "dead"))
+    assert len(day.minutes) == 24 * 60
+    assert day.counts["processed"][-31] == 1 and sum(day.counts["processed"]) == 1
+    assert day.counts["dead"][-1] == 2 and sum(day.counts["dead"]) == 2
+    hour = store.last(day, 60)
+    assert len(hour.minutes) == 60 and sum(hour.counts["processed"]) == 1

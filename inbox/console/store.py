@@ -8,7 +8,6 @@ statement's generic plan could keep one plan for all of them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -119,7 +118,9 @@ class Series:
 
 def per_minute(conn: db.Connection, name: str, span: timedelta,
                outcomes: Sequence[str]) -> Series:
-    """`console_attempts_per_minute` or `console_deliveries_per_minute` over `span`."""
+    """`console_attempts_per_minute` or `console_deliveries_per_minute` over `span`: the
+    trigger-kept counters of 0012, a few thousand small rows for a day, so every view reads
+    the whole span again (docs/decisions.md, "Console: the 24-hour chart")."""
     now = conn.execute(query("console_minute_now"), prepare=False).fetchone()
     end = now[0] if now else datetime.now().astimezone()
     count = int(span / timedelta(minutes=1))
@@ -131,42 +132,6 @@ def per_minute(conn: db.Connection, name: str, span: timedelta,
         if outcome in counts and minute in index:
             counts[outcome][index[minute]] += n
     return Series(minutes, counts)
-
-
-class MinuteCounts:
-    """Per-minute counts of one query over the last day, kept by a web process: a view
-    reads only the minutes since its previous one (and the two before, which may still
-    have been filling), so a page that refreshes every 10 s does not group a day of
-    attempts each time (docs/decisions.md, "Console: the 24-hour chart")."""
-
-    REREAD_MINUTES = 2
-
-    def __init__(self, name: str, outcomes: Sequence[str]) -> None:
-        self.name = name
-        self.outcomes = tuple(outcomes)
-        self._lock = threading.Lock()
-        self._counts: dict[datetime, dict[str, int]] = {}
-
-    def series(self, conn: db.Connection, span: timedelta) -> Series:
-        row = conn.execute(query("console_minute_now"), prepare=False).fetchone()
-        end = row[0] if row else datetime.now().astimezone()
-        count = int(span / timedelta(minutes=1))
-        minutes = [end - timedelta(minutes=count - 1 - n) for n in range(count)]
-        with self._lock:
-            known = [m for m in self._counts if m >= minutes[0]]
-            since = minutes[0]
-            if known:
-                since = max(since, max(known) - timedelta(minutes=self.REREAD_MINUTES))
-            fresh: dict[datetime, dict[str, int]] = {}
-            for minute, outcome, n in conn.execute(query(self.name), {"since": since},
-                                                   prepare=False):
-                fresh.setdefault(minute, {})[outcome] = n
-            self._counts = {m: c for m, c in self._counts.items()
-                            if minutes[0] <= m < since}
-            self._counts.update(fresh)
-            counts = {o: [self._counts.get(m, {}).get(o, 0) for m in minutes]
-                      for o in self.outcomes}
-        return Series(minutes, counts)
 
 
 def last(series: Series, minutes: int) -> Series:

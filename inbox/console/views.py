@@ -48,8 +48,6 @@ def blueprint(settings: Settings, connection: ConnectionSource) -> Blueprint:
     throttle = auth.Throttle()
     session_seconds = settings.console_session_seconds
     password = settings.console_password or ""
-    attempts_day = store.MinuteCounts("console_attempts_per_minute", ATTEMPT_OUTCOMES)
-    deliveries_day = store.MinuteCounts("console_deliveries_per_minute", DELIVERY_OUTCOMES)
 
     @bp.before_request
     def guard() -> Response | None:
@@ -104,8 +102,10 @@ def blueprint(settings: Settings, connection: ConnectionSource) -> Blueprint:
     def overview() -> str:
         with connection() as conn:
             state = system_state.read(conn)
-            day = attempts_day.series(conn, timedelta(hours=24))
-            sent_day = deliveries_day.series(conn, timedelta(hours=24))
+            day = store.per_minute(conn, "console_attempts_per_minute",
+                                   timedelta(hours=24), ATTEMPT_OUTCOMES)
+            sent_day = store.per_minute(conn, "console_deliveries_per_minute",
+                                        timedelta(hours=24), DELIVERY_OUTCOMES)
             hour, sent_hour = store.last(day, 60), store.last(sent_day, 60)
             failures = store.newest_failures(conn)
             actions = store.recent_actions(conn, 5)
