@@ -4,7 +4,7 @@ Stripe publishes them at https://stripe.com/files/ips/ips_webhooks.json
 (`{"WEBHOOKS": ["3.18.12.63", ...]}`, and the same one per line in ips_webhooks.txt) and
 announces changes a week ahead. The package ships a dated copy (webhook_ips.json, beside
 this module); `inbox stripe-ips --update FILE` stores a newer one in the database
-(inbox_stripe_webhook_ips, migration 0016), where every web process of every dyno reads
+(inbox_stripe_webhook_ips, migration 0014), where every web process of every dyno reads
 it: the package folder may be read-only, and a dyno's own files vanish at its restart.
 
 Whichever of the two is newer serves (`newer`), so a stored list stops shadowing the
