@@ -108,17 +108,18 @@ def add_message(db, inbox_id: int | None, topic: str, key: str, *, status: str =
 
 
 def add_delivery(db, outbox_id: int, attempt: int, outcome: str, *, http_status=None,
-                 smtp_reply=None, error=None, relay: str = "test-relay") -> None:
+                 smtp_reply=None, error=None, relay: str = "test-relay",
+                 destination: str | None = None) -> None:
     """One outbox_attempts row, finished when the message was sent (or now)."""
     db.execute(
         """
         INSERT INTO outbox_attempts (outbox_id, attempt, relay, started_at, finished_at,
-                                     outcome, http_status, smtp_reply, error)
+                                     outcome, http_status, smtp_reply, error, destination)
         SELECT id, %s, %s, coalesce(sent_at, now()) - interval '80 ms',
-               coalesce(sent_at, now()), %s, %s, %s, %s
+               coalesce(sent_at, now()), %s, %s, %s, %s, %s
         FROM outbox WHERE id = %s
         """,
-        [attempt, relay, outcome, http_status, smtp_reply, error, outbox_id],
+        [attempt, relay, outcome, http_status, smtp_reply, error, destination, outbox_id],
     )
 
 
@@ -152,12 +153,14 @@ def build(db) -> Sample:
     email = add_message(db, paid, "email.send", "evt_sample_paid:email", status="sent",
                         created_at=noon + 3 * hour, sent_ago=timedelta(minutes=30),
                         payload={"to": "jenny@example.com", "template": "payment_received"})
-    add_delivery(db, email, 1, "sent", smtp_reply="250 2.0.0 Ok: queued as 4F2C1")
+    add_delivery(db, email, 1, "sent", smtp_reply="250 2.0.0 Ok: queued as 4F2C1",
+                 destination="smtp://mail.example:587")
     add_message(db, paid, "crm.update", "evt_sample_paid:crm", status="pending",
                 created_at=noon + 3 * hour)
     partner = add_message(db, paid, "partner.notify", "evt_sample_paid:partner",
                           status="dead", created_at=noon + 3 * hour, last_error="410 Gone")
-    add_delivery(db, partner, 1, "dead", http_status=410, error="410 Gone")
+    add_delivery(db, partner, 1, "dead", http_status=410, error="410 Gone",
+                 destination="https://user:hunter2@partner.example/hook?token=t0k")
 
     dead = add_event(db, "invoice.payment_failed", "evt_sample_dead", status="dead",
                      attempts=2, last_error="Permanent: card never valid",

@@ -93,6 +93,9 @@ def test_show_by_event_id(env, sample):
     assert "410 Gone" in out
     assert "Delivery attempts (2)" in out
     assert "250 2.0.0 Ok: queued as 4F2C1" in out and "HTTP 410" in out
+    # Each try's destination, never a route's credentials or path.
+    assert "smtp://mail.example:587" in out and " other " in out
+    assert "hunter2" not in out and "t0k" not in out
     assert '"id": "evt_sample_paid"' in out  # the payload, pretty-printed
 
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.wrappers import Request, Response
 
-from inbox.store import system_state
+from inbox.store import audit, system_state
 from inbox.web import create_app
 from tests.support import signed_headers, stripe_event_files, wait_for
 from tests.test_relay import add_message, count_status, relay_settings, running_relay, sink
@@ -285,4 +285,4 @@ def test_a_destination_quiet_this_minute_shows_zeros_until_15_minutes_pass(metri
     ("https://" + "a" * 300, "other"),
 ])
 def test_safe_destination(written, shown):
-    assert system_state.safe_destination(written) == shown
+    assert audit.safe_destination(written) == shown

@@ -169,9 +169,11 @@ def describe(
     if deliveries:
         out.append(f"\nDelivery attempts ({len(deliveries)})")
         out.append(table(
-            ["MESSAGE", "#", "STARTED", "FINISHED", "OUTCOME", "ANSWER", "RELAY", "ERROR"],
+            ["MESSAGE", "#", "STARTED", "FINISHED", "OUTCOME", "TO", "ANSWER", "RELAY",
+             "ERROR"],
             [[d.outbox_id, d.attempt, local(d.started_at), local(d.finished_at), d.outcome,
-              shorten(d.answer), d.relay or "", shorten(d.error)] for d in deliveries],
+              d.destination, shorten(d.answer), d.relay or "", shorten(d.error)]
+             for d in deliveries],
         ))
     if with_payload:
         out.append("\nPayload")

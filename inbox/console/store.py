@@ -15,7 +15,7 @@ from typing import Any
 
 from inbox import db
 from inbox.queries import query
-from inbox.store import system_state
+from inbox.store import audit
 
 # A bulk replay changes this many events per statement (its own short transaction).
 REPLAY_BATCH_SIZE = 500
@@ -165,10 +165,10 @@ def outbox_message(conn: db.Connection, message_id: int) -> dict[str, Any] | Non
 
 
 def outbox_attempts(conn: db.Connection, message_id: int) -> list[dict[str, Any]]:
-    """A message's tries; each destination as system_state.safe_destination shows it."""
+    """A message's tries; each destination as audit.safe_destination shows it."""
     rows = _rows(conn, "console_outbox_attempts_of_message", {"id": message_id})
     for row in rows:
-        row["destination"] = system_state.safe_destination(row["destination"] or "")
+        row["destination"] = audit.safe_destination(row["destination"] or "")
     return rows
 
 

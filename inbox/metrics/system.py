@@ -113,7 +113,7 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
 
 def _outbox_by_destination_and_topic(state: SystemState) -> Iterator[Metric]:
     """Which destination fails, and which topics' messages died. A destination label is
-    scheme://host:port, log: or none, never a route's URL (system_state.safe_destination)."""
+    scheme://host:port, log: or none, never a route's URL (audit.safe_destination)."""
     by_destination = GaugeMetricFamily(
         "outbox_deliveries_by_destination_last_minute", "Delivery tries in the last "
         "complete minute, by destination (scheme://host:port, log:, or none when the try "

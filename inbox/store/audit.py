@@ -7,6 +7,7 @@ dataclasses whose fields are the query's columns.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +15,23 @@ from typing import Any
 
 from inbox import db
 from inbox.queries import query
+
+# What a destination may look like in a report: the relay's Route.destination, i.e.
+# scheme://host:port or log:. Nothing that can hold userinfo, a path or a query (no '@',
+# '/', '?', '#' after the scheme), whatever ended up in the column.
+SAFE_DESTINATION = re.compile(r"(?:(?:https?|smtps?)://[A-Za-z0-9._\-\[\]:]{1,262}|log:)")
+NO_DESTINATION = "none"  # a try that went nowhere: no route, a crash, an older relay
+OTHER_DESTINATION = "other"  # a value not of the safe form (never shown as written)
+
+
+def safe_destination(value: str) -> str:
+    """A destination as a report may show it: the relay's scheme://host:port or log:
+    as written, 'none' for a try that went nowhere, 'other' for anything else (a value
+    that could hold a credential is never shown)."""
+    if not value:
+        return NO_DESTINATION
+    return value if SAFE_DESTINATION.fullmatch(value) else OTHER_DESTINATION
+
 
 # The tables `inbox prune` deletes from, in the order it deletes: messages first, so an
 # event goes only once none of its messages is left.
@@ -83,6 +101,7 @@ class DeliveryAttempt:
     outbox_id: int
     attempt: int
     relay: str | None
+    destination: str  # scheme://host:port, log:, none (no route) or other (safe_destination)
     started_at: datetime
     finished_at: datetime
     outcome: str
@@ -148,6 +167,8 @@ def delivery_attempts_of(conn: db.Connection, inbox_id: int) -> list[DeliveryAtt
     rows = db.dict_cursor(conn).execute(
         query("outbox_attempts_of_event"), {"inbox_id": inbox_id}
     ).fetchall()
+    for row in rows:  # shown as /metrics and the console show it: never a route's URL
+        row["destination"] = safe_destination(row["destination"] or "")
     return [DeliveryAttempt(**row) for row in rows]
 
 

@@ -9,26 +9,19 @@ never scans the tables (docs/decisions.md, "Counts kept by triggers").
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from inbox import db
 from inbox.queries import query
 from inbox.store import processes
-from inbox.store.audit import ATTEMPT_OUTCOMES
+from inbox.store.audit import ATTEMPT_OUTCOMES, safe_destination
 
 INBOX_STATUSES = ("pending", "processed", "ignored", "dead")
 OUTBOX_STATUSES = ("pending", "sent", "dead")
 # The outcomes of outbox_attempts (0006_outbox_attempts.sql).
 DELIVERY_OUTCOMES = ("sent", "retry", "dead", "crashed")
 END_TO_END_QUANTILES = ("0.5", "0.9", "0.99")
-# What a destination may look like in a report: the relay's Route.destination, i.e.
-# scheme://host:port or log:. Nothing that can hold userinfo, a path or a query (no '@',
-# '/', '?', '#' after the scheme), whatever ended up in the column.
-SAFE_DESTINATION = re.compile(r"(?:(?:https?|smtps?)://[A-Za-z0-9._\-\[\]:]{1,262}|log:)")
-NO_DESTINATION = "none"  # a try that went nowhere: no route, a crash, an older relay
-OTHER_DESTINATION = "other"  # a value not of the safe form (never shown as written)
 
 
 @dataclass(frozen=True)
@@ -90,15 +83,6 @@ def read(conn: db.Connection) -> SystemState:
             conn.execute(query("system_dead_messages_by_topic")).fetchall()),
         end_to_end_seconds=_end_to_end(conn),
     )
-
-
-def safe_destination(value: str) -> str:
-    """A destination as a report may show it: the relay's scheme://host:port or log:
-    as written, 'none' for a try that went nowhere, 'other' for anything else (a value
-    that could hold a credential is never shown)."""
-    if not value:
-        return NO_DESTINATION
-    return value if SAFE_DESTINATION.fullmatch(value) else OTHER_DESTINATION
 
 
 def _deliveries_by_destination(conn: db.Connection) -> dict[tuple[str, str], int]:

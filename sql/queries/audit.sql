@@ -64,8 +64,8 @@ ORDER BY id;
 
 -- name: outbox_attempts_of_event
 -- Every delivery try of the messages one event caused, by message then oldest first.
-SELECT a.outbox_id, a.attempt, a.relay, a.started_at, a.finished_at, a.outcome,
-       a.http_status, a.smtp_reply, a.error
+SELECT a.outbox_id, a.attempt, a.relay, a.destination, a.started_at, a.finished_at,
+       a.outcome, a.http_status, a.smtp_reply, a.error
 FROM outbox o
 JOIN outbox_attempts a ON a.outbox_id = o.id
 WHERE o.inbox_id = %(inbox_id)s
