@@ -13,7 +13,13 @@
 
 Thin events (event destinations, API v2): `add_thin(event, related)` serves the full
 event at `GET /v2/core/events/<id>` and the related object at its `related_object.url`
-(404 with Stripe's error JSON for what it does not hold); `fail(path, 500, ...)` makes the
+(404 with Stripe's error JSON for what it does not hold), and lists it at `GET
+/v2/core/events` as Stripe does: newest first (`created`, an ISO time, descending), `limit`
+(default 20), `created[gte|gt|lte|lt]` (ISO times), `types[N]`, `Stripe-Context` (then
+only that account's events, else only those with no `context`), each page
+`{"data": [...], "next_page_url": ..., "previous_page_url": ...}`, the next page's url
+carrying an opaque `page` token (the filters are in it, as Stripe's are), and the
+rate limit of `rate_limit(n)` too; `fail(path, 500, ...)` makes the
 next requests of a path answer those statuses first; `delay_seconds` makes those answers
 wait, as Stripe's API takes tens to hundreds of milliseconds (bench/thin_events.py).
 """
@@ -26,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -81,6 +88,8 @@ class FakeStripe:
         self.failures: dict[str, list[int]] = {}
         self.delay_seconds = 0.0
         self.on_object: Any = None  # called with the path before a thin-event answer
+        self.thin_events: list[dict[str, Any]] = []  # listed at GET /v2/core/events
+        self._page_tokens: dict[str, tuple[dict[str, list[str]], str | None, int]] = {}
 
     def add(self, events: list[dict[str, Any]], *, delivered: bool = False) -> None:
         with self._lock:
@@ -95,9 +104,11 @@ class FakeStripe:
             self._retry_after = retry_after
 
     def add_thin(self, event: dict[str, Any], related: dict[str, Any] | None = None) -> None:
-        """Serve a thin event's full event, and its related object at its url."""
+        """Serve a thin event's full event, and its related object at its url; list it."""
         with self._lock:
             self.objects[f"/v2/core/events/{event['id']}"] = event
+            self.thin_events.append(event)
+            self.thin_events.sort(key=lambda e: (_iso(e["created"]), e["id"]), reverse=True)
             if related is not None:
                 self.objects[event["related_object"]["url"]] = related
 
@@ -109,8 +120,13 @@ class FakeStripe:
     def paths(self) -> list[str]:
         return [request["path"] for request in self.requests]
 
-    def statuses(self) -> list[int]:
-        return [request["status"] for request in self.requests]
+    def requests_of(self, path: str) -> list[dict[str, Any]]:
+        return [request for request in self.requests if request["path"] == path]
+
+    def statuses(self, path: str | None = None) -> list[int]:
+        """Each request's status (of `path`'s requests only, when given)."""
+        return [request["status"] for request in self.requests
+                if path is None or request["path"] == path]
 
     # -- the WSGI app ---------------------------------------------------------------------
 
@@ -133,15 +149,14 @@ class FakeStripe:
             key = auth.removeprefix("Bearer ")
             # Stripe masks the key; the fake echoes it whole, to prove we never print it.
             return _error(401, "invalid_request_error", f"Invalid API Key provided: {key}")
-        if request.path != "/v1/events":
+        if request.path not in ("/v1/events", "/v2/core/events"):
             return self._object(request.path)
+        limited = self._rate_limit_answer()
+        if limited is not None:
+            return limited
+        if request.path == "/v2/core/events":
+            return self._thin_list(request)
         with self._lock:
-            if self._rate_limited > 0:
-                self._rate_limited -= 1
-                response = _error(429, "invalid_request_error",
-                                  "Request rate limit exceeded.", code="rate_limit")
-                response.headers["Retry-After"] = self._retry_after
-                return response
             events = list(self.events)
         args = request.args
         try:
@@ -182,6 +197,53 @@ class FakeStripe:
                         headers={"Request-Id": f"req_fake_{next(_ids)}"})
 
 
+    def _rate_limit_answer(self) -> Response | None:
+        with self._lock:
+            if self._rate_limited <= 0:
+                return None
+            self._rate_limited -= 1
+        response = _error(429, "invalid_request_error", "Request rate limit exceeded.",
+                          code="rate_limit")
+        response.headers["Retry-After"] = self._retry_after
+        return response
+
+    def _thin_list(self, request: Request) -> Response:
+        """A page of GET /v2/core/events: the first (filters in the query) or the one a
+        `page` token names (the first request's filters, and where the page starts)."""
+        args = request.args.to_dict(flat=False)
+        context = request.headers.get("Stripe-Context")
+        offset = 0
+        if "page" in args:
+            with self._lock:
+                known = self._page_tokens.get(args["page"][0])
+            if known is None or known[1] != context:
+                return _error(400, "invalid_request_error", "Invalid page token")
+            args, context, offset = known
+        limit = int(args.get("limit", ["20"])[0])
+        if not 1 <= limit <= 100:
+            return _error(400, "invalid_request_error", "limit must be between 1 and 100")
+        types = [v for key, values in args.items() if key.startswith("types[") for v in values]
+        with self._lock:
+            events = [e for e in self.thin_events if e.get("context") == context
+                      and _iso_matches(e["created"], args)
+                      and (not types or e["type"] in types)]
+        page = events[offset:offset + limit]
+        body = {"data": page,
+                "next_page_url": self._page_url(args, context, offset + limit, len(events)),
+                "previous_page_url": self._page_url(args, context, offset - limit,
+                                                    len(events))}
+        return Response(json.dumps(body, indent=2), 200, content_type="application/json",
+                        headers={"Request-Id": f"req_fake_{next(_ids)}"})
+
+    def _page_url(self, args: dict[str, list[str]], context: str | None, offset: int,
+                  total: int) -> str | None:
+        if offset < 0 or offset >= total:
+            return None
+        token = f"page_fake_{next(_ids)}"
+        with self._lock:
+            self._page_tokens[token] = (args, context, offset)
+        return f"/v2/core/events?page={token}"
+
     def _object(self, path: str) -> Response:
         """A thin event's full event or related object, after `delay_seconds`."""
         if self.on_object is not None:
@@ -208,6 +270,22 @@ def _created_matches(created: int, args: Any) -> bool:
                      ("lte", created.__le__), ("lt", created.__lt__)):
         value = args.get(f"created[{op}]")
         if value is not None and not test(int(value)):
+            return False
+    return True
+
+
+def _iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _iso_matches(created: str, args: dict[str, list[str]]) -> bool:
+    """`created[gte|gt|lte|lt]` of a v2 listing: ISO times (a malformed one: a 400 at
+    Stripe; here an exception, so a test sees it)."""
+    when = _iso(created)
+    for op, test in (("gte", when.__ge__), ("gt", when.__gt__),
+                     ("lte", when.__le__), ("lt", when.__lt__)):
+        values = args.get(f"created[{op}]")
+        if values and not test(_iso(values[0])):
             return False
     return True
 

@@ -26,6 +26,7 @@ from tests.worker_support import drain
 
 EFFECTS = "CREATE TABLE effects (event_id text NOT NULL, account text)"
 FIXTURE_TYPES = sorted({e["type"] for e in make_events(9)})
+V1 = "/v1/events"  # the thin listing (GET /v2/core/events): tests/test_reconcile_thin.py
 
 
 @pytest.fixture
@@ -105,8 +106,8 @@ def test_reconcile_stores_the_70_missed_of_250_once_and_a_worker_processes_each_
         assert json.loads(bytes(raw)) == by_id[event_id] == payload
     assert all(v[0] == "webhook" and v[2] for k, v in stored.items() if k not in api_rows)
     # 250 events in pages of 100: three pages, each a request (no rate limit here).
-    assert fake.statuses() == [200, 200, 200]
-    assert fake.requests[0]["args"]["limit"] == ["100"]
+    assert fake.statuses(V1) == [200, 200, 200]
+    assert fake.requests[0]["args"]["limit"] == ["100"]  # v1 is listed first
     assert int(fake.requests[0]["args"]["created[gte]"][0]) == pytest.approx(
         time.time() - 3 * 86400, abs=60)
     run = db.execute("SELECT last_trigger, last_found, last_added, watermark IS NOT NULL "
@@ -134,7 +135,7 @@ def test_a_rate_limit_without_should_retry_is_waited_out_and_asked_again(
     started = time.monotonic()
     assert run_cli(api_settings, "stripe") == 0
     assert time.monotonic() - started >= 0.9  # Retry-After: 1 was honoured
-    assert fake.statuses() == [429, 200]  # the SDK alone did not retry; we did, once
+    assert fake.statuses(V1) == [429, 200]  # the SDK alone did not retry; we did, once
     assert "added:          30" in capsys.readouterr().out
 
 
@@ -184,7 +185,7 @@ def test_since_further_back_than_30_days_is_refused(fake, api_settings, capsys, 
 def test_since_30d_and_12h_are_accepted(fake, api_settings, capsys):
     assert run_cli(api_settings, "stripe", "--since", "30d") == 0
     assert run_cli(api_settings, "stripe", "--since", "12h") == 0
-    gte = [int(r["args"]["created[gte]"][0]) for r in fake.requests]
+    gte = [int(r["args"]["created[gte]"][0]) for r in fake.requests_of(V1)]
     assert gte[0] == pytest.approx(time.time() - 30 * 86400, abs=60)
     assert gte[1] == pytest.approx(time.time() - 12 * 3600, abs=60)
 
@@ -270,7 +271,7 @@ def test_a_refused_key_is_reported_without_printing_it(stripe_api, settings, cap
     captured = capsys.readouterr()
     assert "401" in captured.err
     assert secret not in captured.out + captured.err
-    assert fake.statuses() == [401]
+    assert fake.statuses() == [401]  # a failed listing ends the run: no thin listing
     error = db.execute("SELECT last_error FROM inbox_stripe_reconcile").fetchone()[0]
     assert "401" in error and secret not in error
     assert secret not in repr(wrong)
@@ -338,12 +339,12 @@ def test_automatic_reconciliation_runs_once_per_interval_from_the_watermark(
     with psycopg.connect(auto_settings.database_url, autocommit=True) as conn:
         first = module.reconcile_if_due(conn, auto_settings)
         assert first is not None and first.added == 20
-        first_since = int(fake.requests[0]["args"]["created[gte]"][0])
+        first_since = int(fake.requests_of(V1)[0]["args"]["created[gte]"][0])
         assert first_since == pytest.approx(time.time() - 3 * 86400, abs=60)
 
         monkeypatch.setattr(module, "_next_look", {})
         assert module.reconcile_if_due(conn, auto_settings) is None  # not due: ran just now
-        assert len(fake.requests) == 1
+        assert len(fake.requests_of(V1)) == 1
 
         # An hour later (the interval), a missed event is found from the watermark.
         conn.execute("UPDATE inbox_stripe_reconcile SET last_run_at = last_run_at - "
@@ -353,12 +354,12 @@ def test_automatic_reconciliation_runs_once_per_interval_from_the_watermark(
         monkeypatch.setattr(module, "_next_look", {})
         second = module.reconcile_if_due(conn, auto_settings)
     assert second is not None and second.added == 1
-    second_since = int(fake.requests[-1]["args"]["created[gte]"][0])
+    second_since = int(fake.requests_of(V1)[-1]["args"]["created[gte]"][0])
     assert second_since == pytest.approx(time.time() - 3600 - module.WATERMARK_OVERLAP_SECONDS,
                                          abs=60)
     assert second.found == 3  # the missed one, and those created now and an hour ago
     row = db.execute("SELECT last_trigger, last_found, last_added, last_error "
-                     "FROM inbox_stripe_reconcile").fetchone()
+                     "FROM inbox_stripe_reconcile WHERE scope = 'stripe'").fetchone()
     assert row == ("automatic", 3, 1, None)
 
 
@@ -406,7 +407,7 @@ def test_status_shows_the_last_reconciliation(fake, api_settings, db, capsys):
     capsys.readouterr()
     parsed = build_parser().parse_args(["status"])
     assert parsed.func(parsed, api_settings) == 0
-    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("reconcile")]
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("reconcile stripe:")]
     assert len(line) == 1 and "(command): found 4, added 4" in line[0]
     parsed = build_parser().parse_args(["status", "--json"])
     assert parsed.func(parsed, api_settings) == 0
@@ -458,8 +459,8 @@ def test_a_workers_poll_tick_reconciles_and_a_relays_does_not(fake, auto_setting
         assert fake.requests == []
         TickDuties("worker", auto_settings, conn).run()
     assert len(rows(db)) == 5
-    assert db.execute("SELECT last_trigger, last_added FROM inbox_stripe_reconcile"
-                      ).fetchone() == ("automatic", 5)
+    assert db.execute("SELECT last_trigger, last_added FROM inbox_stripe_reconcile "
+                      "WHERE scope = 'stripe'").fetchone() == ("automatic", 5)
     # It beat meanwhile: the worker is listed alive.
     assert db.execute("SELECT count(*) FROM inbox_processes WHERE kind = 'worker'"
                       ).fetchone()[0] == 1

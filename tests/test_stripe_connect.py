@@ -106,8 +106,8 @@ def test_reconcile_of_an_account_stores_its_events_with_the_account(settings, db
         assert parsed.func(parsed, settings) == 0
     accounts = dict(db.execute("SELECT event_id, account FROM inbox").fetchall())
     assert accounts == {e["id"]: ACCOUNT for e in connected}
-    assert db.execute("SELECT scope FROM inbox_stripe_reconcile").fetchone()[0] == (
-        f"stripe:{ACCOUNT}")
+    assert db.execute("SELECT array_agg(scope ORDER BY scope) FROM inbox_stripe_reconcile"
+                      ).fetchone()[0] == [f"stripe-thin:{ACCOUNT}", f"stripe:{ACCOUNT}"]
 
 
 def test_handlers_get_the_account_and_the_list_filters_by_it(connect_client, client, clock, db,

@@ -17,6 +17,13 @@ without the SDK turning every nested field of every event into a StripeObject, w
 would not use (we store the JSON): that conversion was 75 % of a run, ~190 ms a page of
 100 (docs/decisions.md, "Reconcile pages through the SDK's raw_request").
 
+Thin events (Stripe event destinations, API v2) are not in `/v1/events`: `GET
+/v2/core/events` lists them, newest first, `created[gte]` an ISO time, at most 20 `types`,
+each page `{"data": [...], "next_page_url": ..., "previous_page_url": ...}` and the next page
+asked at `next_page_url` as it is (its query carries the filters and the page token: what
+the SDK's own v2 `auto_paging_iter` sends), until it is null. The same `_page` asks each
+page of both listings, so rate limits, retries and errors are handled once.
+
 The API key never appears in a message of ours; the SDK's own error texts are passed on
 with it blanked, should they ever quote it.
 """
@@ -28,6 +35,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -51,6 +59,10 @@ RATE_LIMIT_BASE_SECONDS = 1.0
 RATE_LIMIT_CAP_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 30
 EVENTS_PATH = "/v1/events"
+THIN_EVENTS_PATH = "/v2/core/events"
+# A v2 page's size: 20 is the v2 lists' default; Stripe's reference does not give the
+# largest `limit` /v2/core/events takes, and a refused one would fail every run.
+THIN_PAGE_LIMIT = 20
 
 
 class StripeAPIError(InboxError):
@@ -91,24 +103,20 @@ def event_pages(
     secret: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Each page of the listing, newest first, as the API's JSON objects (dicts).
+    """Each page of the listing of `GET /v1/events`, newest first, as the API's JSON
+    objects (dicts).
 
     With more than 20 types, one listing per 20 (the API's limit); the pages of one
     follow those of the previous. `secret` is blanked out of error messages.
     """
-    chunks: Sequence[tuple[str, ...]] = [()]
-    if listing.types:
-        types = sorted(set(listing.types))
-        chunks = [tuple(types[i:i + MAX_TYPES_PER_REQUEST])
-                  for i in range(0, len(types), MAX_TYPES_PER_REQUEST)]
     options: dict[str, Any] = {"stripe_account": listing.account} if listing.account else {}
-    for chunk in chunks:
+    for chunk in _type_chunks(listing.types):
         params: dict[str, Any] = {"limit": PAGE_LIMIT, "created": {"gte": listing.since}}
         if chunk:
             params["types"] = list(chunk)
         while True:
-            page = _page(client, params, options, secret, sleep)
-            events = _events_of(page)
+            page = _page(client, EVENTS_PATH, params, options, secret, sleep)
+            events = _events_of(page, EVENTS_PATH)
             if events:
                 yield events
             if not page.get("has_more") or not events:
@@ -116,15 +124,56 @@ def event_pages(
             params = {**params, "starting_after": events[-1]["id"]}
 
 
-def _page(client: stripe.StripeClient, params: Mapping[str, Any], options: Mapping[str, Any],
-          secret: str | None, sleep: Callable[[float], None]) -> Mapping[str, Any]:
+def thin_event_pages(
+    client: stripe.StripeClient,
+    listing: Listing,
+    *,
+    secret: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[list[dict[str, Any]]]:
+    """Each page of the listing of `GET /v2/core/events` (thin events), as the API's JSON
+    objects. A Connect `account` is sent as the `Stripe-Context` header (the v2 API's way
+    to act for a connected account), the SDK's `stripe_context` option."""
+    options: dict[str, Any] = {"stripe_context": listing.account} if listing.account else {}
+    since = datetime.fromtimestamp(listing.since, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    for chunk in _type_chunks(listing.types):
+        path = THIN_EVENTS_PATH
+        params: dict[str, Any] = {"limit": THIN_PAGE_LIMIT, "created": {"gte": since}}
+        if chunk:
+            params["types"] = list(chunk)
+        asked: set[str] = set()
+        while True:
+            page = _page(client, path, params, options, secret, sleep)
+            events = _events_of(page, THIN_EVENTS_PATH)
+            if events:
+                yield events
+            next_url = page.get("next_page_url")
+            if not isinstance(next_url, str) or not next_url or next_url in asked:
+                break
+            asked.add(next_url)  # a page token that comes back would loop forever
+            path, params = next_url, {}
+
+
+def _type_chunks(types: Sequence[str]) -> Sequence[tuple[str, ...]]:
+    """The types in listings of at most MAX_TYPES_PER_REQUEST; one listing of all types
+    when none are given."""
+    if not types:
+        return [()]
+    ordered = sorted(set(types))
+    return [tuple(ordered[i:i + MAX_TYPES_PER_REQUEST])
+            for i in range(0, len(ordered), MAX_TYPES_PER_REQUEST)]
+
+
+def _page(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
+          options: Mapping[str, Any], secret: str | None,
+          sleep: Callable[[float], None]) -> Mapping[str, Any]:
     """One page (the list object's JSON), asked again after a rate limit; StripeAPIError
     for anything else."""
     for refusal in range(MAX_RATE_LIMIT_RETRIES + 1):
         try:
-            response = client.raw_request("get", EVENTS_PATH, **params, **options)
+            response = client.raw_request("get", path, **params, **options)
             if not isinstance(response.data, Mapping):
-                raise StripeAPIError(f"GET {EVENTS_PATH} did not answer a JSON object")
+                raise StripeAPIError(f"GET {_path_of(path)} did not answer a JSON object")
             return response.data
         except stripe.RateLimitError as exc:
             if refusal == MAX_RATE_LIMIT_RETRIES:
@@ -138,13 +187,13 @@ def _page(client: stripe.StripeClient, params: Mapping[str, Any], options: Mappi
             raise StripeAPIError("Stripe refused STRIPE_API_KEY (401): "
                                  + _clean(exc, secret)) from exc
         except stripe.PermissionError as exc:
-            raise StripeAPIError("STRIPE_API_KEY may not list events (403): give the "
-                                 "restricted key read access to Events. "
-                                 + _clean(exc, secret)) from exc
+            raise StripeAPIError(f"STRIPE_API_KEY may not list events (403, GET "
+                                 f"{_path_of(path)}): give the restricted key read access "
+                                 f"to {_permission(path)}. " + _clean(exc, secret)) from exc
         except stripe.StripeError as exc:
             status = f" ({exc.http_status})" if exc.http_status else ""
-            raise StripeAPIError(f"listing Stripe's events failed{status}: "
-                                 + _clean(exc, secret)) from exc
+            raise StripeAPIError(f"listing Stripe's events failed{status}, GET "
+                                 f"{_path_of(path)}: " + _clean(exc, secret)) from exc
     raise AssertionError("unreachable")
 
 
@@ -163,12 +212,25 @@ def rate_limit_delay_seconds(headers: Mapping[str, str] | None, refusal: int,
                                       RATE_LIMIT_CAP_SECONDS, rng)
 
 
-def _events_of(page: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The page's events, as the API's JSON objects."""
+def _events_of(page: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
+    """The page's events, as the API's JSON objects. A v1 list says `"object": "list"`; a
+    v2 list has no `object`, only `data` and the page urls."""
     data = page.get("data")
-    if page.get("object") != "list" or not isinstance(data, list):
-        raise StripeAPIError(f"GET {EVENTS_PATH} did not answer a list object")
+    if not isinstance(data, list) or (path == EVENTS_PATH and page.get("object") != "list"):
+        raise StripeAPIError(f"GET {path} did not answer a list object")
     return [dict(event) for event in data if isinstance(event, Mapping)]
+
+
+def _path_of(url: str) -> str:
+    """A request's path without its query (a v2 next page's token is no one's business)."""
+    return url.split("?", 1)[0]
+
+
+def _permission(path: str) -> str:
+    """The restricted key's permission a listing needs."""
+    if _path_of(path) == THIN_EVENTS_PATH:
+        return "v2 Events (thin events; or pass --only snapshot)"
+    return "Events"
 
 
 def _clean(exc: stripe.StripeError, secret: str | None) -> str:

@@ -11,6 +11,13 @@ another machine, or a second run stores each event once. After each page that ad
 events the workers are woken (NOTIFY, after the commit), so they start on them while the
 listing goes on.
 
+Thin events (event destinations, API v2) are listed the same way from `GET
+/v2/core/events` (`thin=True`): the listing's events are the full events (with `data`),
+which `parse_event_notification_without_verification` reads as notifications, so they are
+stored as the API gives them and `event.stripe_event()` / `related_object()` work on them
+as on a delivered notification (docs/decisions.md, "Reconciled thin events are stored as
+listed"). Their watermark is a scope of its own (`store.scope_of(account, thin=True)`).
+
 `reconcile_if_due` is the workers' automatic run (INBOX_STRIPE_RECONCILE_SECONDS): one
 worker at a time (an advisory lock), from the stored watermark, at most once per interval.
 """
@@ -71,20 +78,22 @@ def reconcile(
     settings: Settings,
     listing: api.Listing,
     *,
+    thin: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
     client: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReconcileResult:
-    """List Stripe's events of `listing` and store those the inbox lacks (with `dry_run`,
-    only say which). `conn` must be autocommit and outside a transaction: each page is
-    its own transaction, committed before the next page is asked for."""
+    """List Stripe's events of `listing` (its thin events with `thin`) and store those the
+    inbox lacks (with `dry_run`, only say which). `conn` must be autocommit and outside a
+    transaction: each page is its own transaction, committed before the next page is
+    asked for."""
     started = time.perf_counter()
     result = ReconcileResult(since=datetime.fromtimestamp(listing.since, UTC))
     client = client or api.make_client(settings)
+    pages = api.thin_event_pages if thin else api.event_pages
     try:
-        for page in api.event_pages(client, listing, secret=settings.stripe_api_key,
-                                    sleep=sleep):
+        for page in pages(client, listing, secret=settings.stripe_api_key, sleep=sleep):
             _take_page(conn, page, listing.account, result, dry_run)
             result.seconds = time.perf_counter() - started
             if progress is not None:
@@ -109,9 +118,9 @@ def _take_page(conn: db.Connection, page: list[dict[str, Any]], account: str | N
         have = store.stored_ids(conn, [event.event_id for event in events])
         lacking = [event for event in events if event.event_id not in have]
         result.already += len(events) - len(lacking)
-        created = {str(doc.get("id")): doc.get("created") for doc in page}
+        created = {str(doc.get("id")): created_unix(doc.get("created")) for doc in page}
         result.would_add.extend((event.event_id, event.event_type,
-                                 int(created.get(event.event_id) or 0)) for event in lacking)
+                                 created.get(event.event_id, 0)) for event in lacking)
         return
     try:
         added = len(store.store_page(conn, events))
@@ -142,6 +151,19 @@ def as_received(document: dict[str, Any], account: str | None = None) -> Receive
     )
 
 
+def created_unix(created: Any) -> int:
+    """An event's `created` as Unix seconds: v1 gives an integer, v2 an ISO time; 0 when
+    it is neither (only printed by --dry-run)."""
+    if isinstance(created, int | float):
+        return int(created)
+    if isinstance(created, str):
+        try:
+            return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return 0
+    return 0
+
+
 # -- the workers' automatic run ------------------------------------------------------------
 
 _next_look: dict[int, float] = {}  # pid -> monotonic time of this process's next look
@@ -151,9 +173,13 @@ def reconcile_if_due(conn: db.Connection, settings: Settings,
                      progress: Progress | None = None) -> ReconcileResult | None:
     """Run an automatic reconciliation of the platform's events if one is due: with
     STRIPE_API_KEY set and INBOX_STRIPE_RECONCILE_SECONDS > 0, when no run completed within
-    that interval, and no other worker is running one (advisory lock). Lists from the
-    stored watermark (less WATERMARK_OVERLAP_SECONDS; the first run: the last 3 days; never
-    past Stripe's 30) and records the run. None when nothing ran.
+    that interval, and no other worker is running one (advisory lock). Snapshot events
+    (`/v1/events`) and thin events (`/v2/core/events`) are two listings, each with its own
+    watermark and interval (scopes 'stripe' and 'stripe-thin'): a key refused the v2
+    listing does not stop the v1 one. Each lists from its stored watermark (less
+    WATERMARK_OVERLAP_SECONDS; the first run: the last 3 days; never past Stripe's 30) and
+    records the run. The snapshot listing's result (else the thin one's); None when
+    nothing ran.
 
     Cheap when not due: a process looks at the database at most every MAX_LOOK_SECONDS
     (or the interval, when shorter). A failure is logged and recorded, never raised: the
@@ -170,29 +196,39 @@ def reconcile_if_due(conn: db.Connection, settings: Settings,
     _next_look[pid] = now + min(interval, MAX_LOOK_SECONDS)
     if db.in_transaction(conn) or not store.try_lock(conn):
         return None
-    scope = store.scope_of(None)
     try:
-        current = store.state(conn, scope, interval)
-        if not current.due:
-            return None
-        floor = current.now_unix - api.MAX_HISTORY_SECONDS + 60
-        if current.watermark is None:
-            since = current.now_unix - DEFAULT_SINCE_SECONDS
-        else:
-            since = max(current.watermark - WATERMARK_OVERLAP_SECONDS, floor)
-        try:
-            result = reconcile(conn, settings, api.Listing(since=since), progress=progress)
-        except InboxError as exc:
-            log.warning("automatic Stripe reconciliation failed: %s", exc)
-            store.record_failure(conn, scope, trigger="automatic", error=str(exc))
-            return None
-        store.record_run(conn, scope, trigger="automatic", since_unix=since,
-                         found=result.found, added=result.added, watermark=current.now_unix)
-        if result.added:
-            log.warning("automatic Stripe reconciliation stored %d missed event(s) of %d "
-                        "listed", result.added, result.found)
-        else:
-            log.info("automatic Stripe reconciliation: %d listed, none missing", result.found)
-        return result
+        results = [_run_if_due(conn, settings, thin, progress) for thin in (False, True)]
     finally:
         store.unlock(conn)
+    return next((result for result in results if result is not None), None)
+
+
+def _run_if_due(conn: db.Connection, settings: Settings, thin: bool,
+                progress: Progress | None) -> ReconcileResult | None:
+    """One listing's automatic run (the lock held), if its scope is due."""
+    scope = store.scope_of(None, thin=thin)
+    kind = "thin" if thin else "snapshot"
+    current = store.state(conn, scope, settings.stripe_reconcile_seconds)
+    if not current.due:
+        return None
+    floor = current.now_unix - api.MAX_HISTORY_SECONDS + 60
+    if current.watermark is None:
+        since = current.now_unix - DEFAULT_SINCE_SECONDS
+    else:
+        since = max(current.watermark - WATERMARK_OVERLAP_SECONDS, floor)
+    try:
+        result = reconcile(conn, settings, api.Listing(since=since), thin=thin,
+                           progress=progress)
+    except InboxError as exc:
+        log.warning("automatic Stripe reconciliation of %s events failed: %s", kind, exc)
+        store.record_failure(conn, scope, trigger="automatic", error=str(exc))
+        return None
+    store.record_run(conn, scope, trigger="automatic", since_unix=since,
+                     found=result.found, added=result.added, watermark=current.now_unix)
+    if result.added:
+        log.warning("automatic Stripe reconciliation stored %d missed %s event(s) of %d "
+                    "listed", result.added, kind, result.found)
+    else:
+        log.info("automatic Stripe reconciliation: %d %s events listed, none missing",
+                 result.found, kind)
+    return result

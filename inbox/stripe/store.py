@@ -13,11 +13,16 @@ from inbox.queries import query
 from inbox.web.store import insert_rows
 
 PLATFORM_SCOPE = "stripe"
+THIN_SCOPE = "stripe-thin"
 
 
-def scope_of(account: str | None) -> str:
-    """The inbox_stripe_reconcile row of a listing: the platform's, or one per account."""
-    return f"{PLATFORM_SCOPE}:{account}" if account else PLATFORM_SCOPE
+def scope_of(account: str | None, *, thin: bool = False) -> str:
+    """The inbox_stripe_reconcile row of a listing: the platform's, or one per account;
+    thin events' (`GET /v2/core/events`) apart from snapshot events' (`GET /v1/events`),
+    as each listing has its own watermark: 'stripe', 'stripe:acct_...', 'stripe-thin',
+    'stripe-thin:acct_...'."""
+    base = THIN_SCOPE if thin else PLATFORM_SCOPE
+    return f"{base}:{account}" if account else base
 
 
 @dataclass(frozen=True)
