@@ -201,3 +201,24 @@ def test_automatic_reconciliation_picks_up_a_thin_event_missed_after_its_waterma
     assert db.execute("SELECT scope, last_trigger, last_found, last_added, last_error "
                       "FROM inbox_stripe_reconcile ORDER BY scope").fetchall() == [
         ("stripe", "automatic", 0, 0, None), ("stripe-thin", "automatic", 1, 1, None)]
+
+
+def test_handled_only_asks_each_listing_for_its_own_handled_types(db, stripe_api, tmp_path,
+                                                                   monkeypatch, capsys):
+    from inbox.worker import registry
+
+    (tmp_path / "thin_reconcile_handlers.py").write_text(
+        "from inbox import handler\n\n"
+        "@handler('stripe', 'invoice.paid')\ndef paid(event, tx): pass\n\n"
+        f"@handler('stripe', '{TYPE}')\ndef meter(event, tx): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "default_registry", Registry())
+    fake, settings = stripe_api
+    thin_events(fake, "evt_test_thin_handled", 2)
+    settings = dataclasses.replace(settings, handler_modules=("thin_reconcile_handlers",))
+    assert run_cli(settings, "--handled-only") == 0
+    [v1] = fake.requests_of("/v1/events")
+    assert [v for k, v in v1["args"].items() if k.startswith("types[")] == [["invoice.paid"]]
+    [v2] = fake.requests_of(V2)
+    assert [v for k, v in v2["args"].items() if k.startswith("types[")] == [[TYPE]]
+    assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 2
