@@ -387,3 +387,17 @@ def test_charts_count_each_minute_from_the_counters(db):
     assert day.counts["dead"][-1] == 2 and sum(day.counts["dead"]) == 2
     hour = store.last(day, 60)
     assert len(hour.minutes) == 60 and sum(hour.counts["processed"]) == 1
+
+
+def test_overview_shows_stripe_reconciliation(console, db):
+    from inbox.stripe import store as stripe_store
+
+    assert 'id="reconcile"' not in console.get("/console/").get_data(as_text=True)
+    stripe_store.record_run(db, "stripe", trigger="automatic", since_unix=1_700_000_000,
+                            found=1250, added=70, watermark=1_700_003_600)
+    stripe_store.record_failure(db, "stripe-thin", trigger="automatic",
+                                error="<b>key</b> refused")
+    html = console.get("/console/").get_data(as_text=True)
+    card = html[html.index('id="reconcile"'):]
+    assert "added 70 of 1,250" in card and "automatic <time" in card
+    assert "failing" in card and "&lt;b&gt;key&lt;/b&gt; refused" in card

@@ -286,3 +286,28 @@ def test_a_destination_quiet_this_minute_shows_zeros_until_15_minutes_pass(metri
 ])
 def test_safe_destination(written, shown):
     assert audit.safe_destination(written) == shown
+
+
+def test_stripe_reconciliation_runs_equal_the_database(metrics_app, db):
+    """When each scope of Stripe's reconciliation last ran, what it found and added, and
+    whether it is failing: the inbox_stripe_reconcile rows, as the reconcilers record them."""
+    from inbox.stripe import store as stripe_store
+
+    stripe_store.record_run(db, "stripe", trigger="automatic", since_unix=1_700_000_000,
+                            found=250, added=70, watermark=1_700_003_600)
+    stripe_store.record_run(db, "stripe-thin", trigger="command", since_unix=1_700_000_000,
+                            found=8, added=5, watermark=None)
+    stripe_store.record_failure(db, "stripe:acct_1", trigger="automatic",
+                                error="AuthenticationError: key refused")
+    families = scrape(metrics_app.test_client())
+    rows = {scope: (run_at, found, added, error) for scope, run_at, found, added, error in
+            db.execute("SELECT scope, extract(epoch FROM last_run_at), last_found,"
+                       " last_added, last_error FROM inbox_stripe_reconcile")}
+    last_run = by_label(families["inbox_stripe_reconcile_last_run_timestamp_seconds"], "scope")
+    assert last_run == pytest.approx({scope: float(row[0]) for scope, row in rows.items()})
+    assert by_label(families["inbox_stripe_reconcile_last_found"], "scope") == {
+        "stripe": 250, "stripe-thin": 8, "stripe:acct_1": 0}
+    assert by_label(families["inbox_stripe_reconcile_last_added"], "scope") == {
+        "stripe": 70, "stripe-thin": 5, "stripe:acct_1": 0}
+    assert by_label(families["inbox_stripe_reconcile_failing"], "scope") == {
+        "stripe": 0, "stripe-thin": 0, "stripe:acct_1": 1}

@@ -19,14 +19,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from inbox import db
     from inbox.cli.dev import database_url
-    from inbox.store import audit, ops, processes
-    from inbox.stripe import store as stripe_store
+    from inbox.store import audit, ops, processes, system_state
 
     with db.connect(database_url(settings)) as conn:
         counts: dict[str, Any] = ops.status_counts(conn)
         counts.update(audit.status_extras(conn))  # backlog age, last hour's throughput
         seen = processes.list_processes(conn)
-        runs = stripe_store.runs(conn)
+        runs = system_state.reconcile_runs(conn)
     if args.json:
         counts["processes"] = [_process_json(row) for row in seen]
         if runs:

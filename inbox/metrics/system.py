@@ -96,6 +96,7 @@ def _state_metrics(state: SystemState) -> Iterator[Metric]:
         deliveries.add_metric([outcome], count)
     yield deliveries
     yield from _outbox_by_destination_and_topic(state)
+    yield from _stripe_reconciliation(state)
     delay = GaugeMetricFamily("inbox_end_to_end_seconds", "Received-to-processed delay of "
                               "the newest processed events (up to 1,000 of the last 5 "
                               "minutes, among the newest 10,000 attempts), by quantile.",
@@ -127,6 +128,34 @@ def _outbox_by_destination_and_topic(state: SystemState) -> Iterator[Metric]:
     for topic, count in sorted(state.dead_messages_by_topic.items()):
         dead.add_metric([topic], count)
     yield dead
+
+
+def _stripe_reconciliation(state: SystemState) -> Iterator[Metric]:
+    """When each scope of Stripe's reconciliation last ran, what it found and added, and
+    whether its last run failed (a refused key, Stripe down): alert on `failing == 1` or on
+    a last run older than the interval."""
+    families = {
+        "last_run": GaugeMetricFamily(
+            "inbox_stripe_reconcile_last_run_timestamp_seconds", "When Stripe's events "
+            "were last reconciled (Unix time), by scope (stripe, stripe:acct_..., "
+            "stripe-thin, ...).", labels=["scope"]),
+        "found": GaugeMetricFamily("inbox_stripe_reconcile_last_found", "Events Stripe "
+                                   "listed in the scope's last completed run.",
+                                   labels=["scope"]),
+        "added": GaugeMetricFamily("inbox_stripe_reconcile_last_added", "Events the "
+                                   "scope's last completed run added (the inbox lacked "
+                                   "them).", labels=["scope"]),
+        "failing": GaugeMetricFamily("inbox_stripe_reconcile_failing", "1 when the scope's "
+                                     "last run failed (see inbox status).",
+                                     labels=["scope"]),
+    }
+    for run in state.reconcile_runs:
+        if run.last_run_at is not None:
+            families["last_run"].add_metric([run.scope], run.last_run_at.timestamp())
+        families["found"].add_metric([run.scope], run.last_found or 0)
+        families["added"].add_metric([run.scope], run.last_added or 0)
+        families["failing"].add_metric([run.scope], 1 if run.last_error else 0)
+    yield from families.values()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from inbox import db
 from inbox.queries import query
@@ -49,6 +50,29 @@ class SystemState:
     deliveries_by_destination: Mapping[tuple[str, str], int]
     dead_messages_by_topic: Mapping[str, int]
     end_to_end_seconds: Mapping[str, float]  # received -> processed: p50, p90, p99
+    reconcile_runs: Sequence[ReconcileRun]  # Stripe's reconciliation, one per scope
+
+
+@dataclass(frozen=True)
+class ReconcileRun:
+    """A scope's last reconciliation of Stripe's events (inbox_stripe_reconcile): when it
+    ran, how (automatic or command), what it found and added, and its last error."""
+
+    scope: str  # stripe, stripe:acct_..., stripe-thin, stripe-thin:acct_...
+    watermark: int | None
+    last_run_at: datetime | None
+    last_trigger: str | None
+    last_since: datetime | None
+    last_found: int | None
+    last_added: int | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+def reconcile_runs(conn: db.Connection) -> list[ReconcileRun]:
+    """Every scope's last run (a row per scope: a handful)."""
+    rows = db.dict_cursor(conn).execute(query("stripe_reconcile_runs")).fetchall()
+    return [ReconcileRun(**row) for row in rows]
 
 
 def status_counts(conn: db.Connection) -> tuple[dict[str, int], dict[str, int]]:
@@ -82,6 +106,7 @@ def read(conn: db.Connection) -> SystemState:
         dead_messages_by_topic=dict(
             conn.execute(query("system_dead_messages_by_topic")).fetchall()),
         end_to_end_seconds=_end_to_end(conn),
+        reconcile_runs=reconcile_runs(conn),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from inbox import db
 from inbox.providers import ReceivedEvent
@@ -30,21 +29,6 @@ class ReconcileState:
     watermark: int | None  # Stripe `created` (Unix seconds) covered up to
     due: bool  # no automatic run completed within the interval
     now_unix: int  # the database's clock
-
-
-@dataclass(frozen=True)
-class ReconcileRun:
-    """A scope's last run, as `inbox status` shows it."""
-
-    scope: str
-    watermark: int | None
-    last_run_at: datetime | None
-    last_trigger: str | None
-    last_since: datetime | None
-    last_found: int | None
-    last_added: int | None
-    last_error: str | None
-    last_error_at: datetime | None
 
 
 def store_page(conn: db.Connection, events: Sequence[ReceivedEvent]) -> set[str]:
@@ -112,8 +96,3 @@ def record_run(conn: db.Connection, scope: str, *, trigger: str, since_unix: int
 def record_failure(conn: db.Connection, scope: str, *, trigger: str, error: str) -> None:
     conn.execute(query("stripe_reconcile_failed"),
                  {"scope": scope, "trigger": trigger, "error": error})
-
-
-def runs(conn: db.Connection) -> list[ReconcileRun]:
-    rows = db.dict_cursor(conn).execute(query("stripe_reconcile_runs")).fetchall()
-    return [ReconcileRun(**row) for row in rows]

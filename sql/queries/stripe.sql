@@ -65,7 +65,7 @@ SET last_error = excluded.last_error,
     last_run_at = CASE WHEN %(trigger)s = 'automatic' THEN now() ELSE r.last_run_at END;
 
 -- name: stripe_reconcile_runs
--- Every scope's last run, for `inbox status`.
+-- Every scope's last run, for `inbox status`, /metrics and the console's overview.
 SELECT scope, watermark, last_run_at, last_trigger, last_since, last_found, last_added,
        last_error, last_error_at
 FROM inbox_stripe_reconcile
