@@ -11,8 +11,10 @@ The relay itself must then not send a message it may have lost: a delivery threa
 send only while the lease is younger than the *self-stop*, the takeover minus the longest
 a send can block (the send budget), all measured from the last sign of life the database
 saw (the claim or a beat) on this process's monotonic clock. A send started before the
-self-stop ends, within its timeouts, before the takeover can happen; a message not started
-is given back instead (outbox_release, fenced by locked_by: a no-op once it changed hands).
+self-stop ends, within its budget, before the takeover can happen (the watchdog of
+inbox/relay/transports/deadline.py cuts any send at its budget, whatever the destination
+does); a message not started is given back instead (outbox_release, fenced by locked_by:
+a no-op once it changed hands).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ MIN_TICKS_BEFORE_SELF_STOP = 3
 
 
 def send_budget_seconds(settings: Settings) -> float:
-    """The longest one send blocks without the destination answering anything: connect
-    plus the read timeout for HTTP, one operation's timeout for SMTP (each round trip of an
-    SMTP session has its own)."""
+    """The longest one send lasts, start to end: connect plus read timeout for an HTTP
+    POST, the SMTP timeout for a whole SMTP session. A total, not one silence: the
+    transports' watchdog cuts a send that reaches it (a destination trickling its answer
+    a byte at a time included)."""
     http = settings.http_connect_timeout_seconds + settings.http_read_timeout_seconds
     return max(http, settings.smtp_timeout_seconds)
 

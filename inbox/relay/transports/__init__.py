@@ -1,7 +1,8 @@
 """Transports: how a message leaves the building, one module per kind of route.
 
 Each transport has `deliver(message, route) -> Result` and `close()`. `deliver` runs in a
-relay thread, never inside a database transaction, and must return within its timeouts.
+relay thread, never inside a database transaction, and must return within its time limit
+(lease.send_budget_seconds: the watchdog of deadline.py cuts a send that outlives it).
 It never raises for a delivery problem: it says what happened (sent, retry or dead) and
 the relay records that; an unexpected exception is treated as a retry.
 """
@@ -66,16 +67,20 @@ class Transport(Protocol):
 
 
 def build_transports(settings: Settings) -> dict[str, Transport]:
-    """One transport per URL scheme, shared by all delivery threads (they are thread-safe)."""
+    """One transport per URL scheme, shared by all delivery threads (they are thread-safe),
+    and one watchdog that keeps every send within its time limit."""
+    from inbox.relay.transports.deadline import Watchdog
     from inbox.relay.transports.http import HttpTransport
     from inbox.relay.transports.log import LogTransport
     from inbox.relay.transports.smtp import SmtpTransport
 
+    watchdog = Watchdog()
     http = HttpTransport(
         connect_timeout_seconds=settings.http_connect_timeout_seconds,
         read_timeout_seconds=settings.http_read_timeout_seconds,
+        watchdog=watchdog,
     )
-    smtp = SmtpTransport(timeout_seconds=settings.smtp_timeout_seconds)
+    smtp = SmtpTransport(timeout_seconds=settings.smtp_timeout_seconds, watchdog=watchdog)
     return {"http": http, "https": http, "smtp": smtp, "smtps": smtp, "log": LogTransport()}
 
 

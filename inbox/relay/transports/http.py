@@ -3,7 +3,9 @@ has secrets, Standard Webhooks signature headers.
 
 Outcomes: any 2xx is sent; 408, 425, 429, 5xx, 3xx, timeouts and connection errors are
 retried (honouring Retry-After); every other 4xx is dead, with the status and the start of
-the answer in last_error (410 Gone: the endpoint is gone).
+the answer in last_error (410 Gone: the endpoint is gone). A POST whose answer is not
+complete within connect + read timeout, counted from its start, is cut and retried
+(SendDeadline), however steadily the destination trickles it.
 
 The client is the standard library's http.client with one keep-alive connection per
 (delivery thread, origin). Measured on the 2-core machine against a local sink, it does
@@ -30,6 +32,7 @@ from inbox.backoff import parse_retry_after
 from inbox.relay.routes import Route
 from inbox.relay.store import OutboxMessage
 from inbox.relay.transports import Result
+from inbox.relay.transports.deadline import Cutter, SendDeadline, Watch, Watchdog
 
 USER_AGENT = "webhook-inbox-relay/0.1"
 BASE_HEADERS = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
@@ -54,17 +57,25 @@ class ConnectTimeout(TimeoutError):
 
 
 class _Kept:
-    """A thread's kept-alive connection to one origin."""
+    """A thread's kept-alive connection to one origin, with its watchdog cutter."""
 
-    __slots__ = ("conn", "last_used")
+    __slots__ = ("conn", "cutter", "last_used")
 
-    def __init__(self, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, conn: http.client.HTTPConnection, cutter: Cutter) -> None:
         self.conn = conn
+        self.cutter = cutter
         self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.cutter.close()
 
 
 class HttpTransport:
-    """POSTs over keep-alive connections, one per (delivery thread, origin)."""
+    """POSTs over keep-alive connections, one per (delivery thread, origin).
+
+    Each POST, connecting included, ends within connect + read timeout: the watchdog cuts a
+    connection whose answer is not complete by then (inbox/relay/transports/deadline.py)."""
 
     def __init__(
         self,
@@ -72,10 +83,13 @@ class HttpTransport:
         connect_timeout_seconds: float,
         read_timeout_seconds: float,
         clock: Callable[[], float] = time.time,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
         self.read_timeout_seconds = read_timeout_seconds
+        self.limit_seconds = connect_timeout_seconds + read_timeout_seconds
         self.clock = clock
+        self.watchdog = watchdog or Watchdog()
         self._local = threading.local()
         self._all: list[dict[Origin, _Kept]] = []
         self._all_lock = threading.Lock()
@@ -100,8 +114,9 @@ class HttpTransport:
         with self._all_lock:
             for kept in self._all:
                 for connection in kept.values():
-                    connection.conn.close()
+                    connection.close()
                 kept.clear()
+        self.watchdog.close()
 
     def _post(
         self, origin: Origin, target: str, body: bytes, headers: dict[str, str]
@@ -109,49 +124,82 @@ class HttpTransport:
         kept = self._kept()
         connection = kept.pop(origin, None)
         if connection and time.monotonic() - connection.last_used > MAX_IDLE_SECONDS:
-            connection.conn.close()
+            connection.close()
             connection = None
+        watch = self.watchdog.start(self.limit_seconds)
+        try:
+            connection, response, data, finished = self._exchange(
+                connection, origin, target, body, headers, watch)
+        except (OSError, http.client.HTTPException) as exc:
+            if watch.expired:  # set before the cut that ended the exchange
+                raise SendDeadline(self.limit_seconds) from exc
+            raise
+        finally:
+            cut = self.watchdog.stop(watch)
+        if finished and not response.will_close and not cut:
+            connection.last_used = time.monotonic()
+            kept[origin] = connection
+        else:  # too long to read to its end, the server closes, or cut: not reusable
+            connection.close()
+        excerpt = data[:MAX_EXCERPT_BYTES].decode("utf-8", "replace").strip()
+        return response.status, excerpt, response.getheader("Retry-After")
+
+    def _exchange(
+        self, connection: _Kept | None, origin: Origin, target: str, body: bytes,
+        headers: dict[str, str], watch: Watch,
+    ) -> tuple[_Kept, http.client.HTTPResponse, bytes, bool]:
+        """Send the request and read the answer (on a new connection if the kept one turns
+        out stale); closes the connection if that fails."""
         reused = connection is not None
         if connection is None:
-            connection = _Kept(self._connect(origin))
+            connection = self._connect(origin, watch)
+        else:
+            self.watchdog.guard(watch, connection.cutter)
         try:
             try:
                 response = _request(connection.conn, target, body, headers)
             except STALE_CONNECTION_ERRORS:
-                if not reused:
+                if not reused or watch.expired:
                     raise
-                connection.conn.close()
-                connection = _Kept(self._connect(origin))
+                connection.close()
+                connection = self._connect(origin, watch)
                 response = _request(connection.conn, target, body, headers)
             data = response.read(MAX_RESPONSE_BYTES)
             finished = response.isclosed() or not response.read(1)
         except BaseException:
-            connection.conn.close()
+            connection.close()
             raise
-        if finished and not response.will_close:
-            connection.last_used = time.monotonic()
-            kept[origin] = connection
-        else:  # an answer too long to read to its end, or the server closes: not reusable
-            connection.conn.close()
-        excerpt = data[:MAX_EXCERPT_BYTES].decode("utf-8", "replace").strip()
-        return response.status, excerpt, response.getheader("Retry-After")
+        return connection, response, data, finished
 
-    def _connect(self, origin: Origin) -> http.client.HTTPConnection:
+    def _connect(self, origin: Origin, watch: Watch) -> _Kept:
+        """A new connection, watched from its first byte (the TLS handshake included)."""
         scheme, host, port = origin
         conn: http.client.HTTPConnection
         if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout_seconds,
-                                               context=self._tls)
+            conn = http.client.HTTPSConnection(host, port, context=self._tls)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout_seconds)
+            conn = http.client.HTTPConnection(host, port)
         try:
-            conn.connect()
+            sock = socket.create_connection((host, port), self.connect_timeout_seconds)
         except TimeoutError as exc:
             raise ConnectTimeout(f"no connection within {self.connect_timeout_seconds} s") from exc
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sock.settimeout(self.read_timeout_seconds)  # from now on: between two reads
-        return conn
+        cutter = Cutter(sock)
+        self.watchdog.guard(watch, cutter)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                try:
+                    sock = self._tls.wrap_socket(sock, server_hostname=host)
+                except TimeoutError as exc:
+                    raise ConnectTimeout(
+                        f"no TLS handshake within {self.connect_timeout_seconds} s") from exc
+            sock.settimeout(self.read_timeout_seconds)  # one silence; the watchdog: the total
+        except BaseException:
+            sock.close()
+            cutter.close()
+            raise
+        conn.sock = sock  # http.client sends on it as on a socket of its own making
+        return _Kept(conn, cutter)
 
     def _kept(self) -> dict[Origin, _Kept]:
         kept = getattr(self._local, "kept", None)
@@ -210,8 +258,8 @@ def signature_headers(
 
 def _describe(exc: BaseException) -> str:
     """A short name for a network failure: "ReadTimeout: ...", "ConnectionRefusedError: ..."."""
-    if isinstance(exc, ConnectTimeout):
-        return f"ConnectTimeout: {exc}"
+    if isinstance(exc, ConnectTimeout | SendDeadline):
+        return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TimeoutError):
         return f"ReadTimeout: no answer within the read timeout ({exc})"
     return f"{type(exc).__name__}: {exc}"

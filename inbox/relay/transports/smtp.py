@@ -11,7 +11,9 @@ calls, and a fresh connection never trips over a server's idle timeout.
 
 Outcomes: accepted → sent; a 5xx refusal of the sender, a recipient or the data → dead;
 4xx refusals, authentication failures (our configuration, fixable), timeouts and
-connection errors → retry; a payload that is not an email → dead.
+connection errors → retry; a payload that is not an email → dead. A session not over within
+the SMTP timeout, counted from its start, is cut and retried (SendDeadline), however
+steadily the server trickles its replies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import smtplib
+import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -27,6 +30,7 @@ from typing import Any
 from inbox.relay.routes import Route
 from inbox.relay.store import OutboxMessage
 from inbox.relay.transports import Result
+from inbox.relay.transports.deadline import Cutter, SendDeadline, Watch, Watchdog
 
 DEFAULT_SENDER = "webhook-inbox@localhost"
 # 5xx answers that mean our credentials or TLS settings are wrong, not the message: retried,
@@ -43,10 +47,24 @@ class InvalidEmail(ValueError):
     """The payload does not describe an email."""
 
 
-class _KeepsDataReply:
-    """smtplib's sendmail checks the reply to DATA and drops it: keep it for the history."""
+class _Session:
+    """An SMTP session whose socket the watchdog can cut, and which keeps the reply to DATA
+    (smtplib's sendmail checks it and drops it) for the history."""
 
     data_reply: str | None = None
+
+    def __init__(self, *args: Any, watchdog: Watchdog, watch: Watch, **kwargs: Any) -> None:
+        self._watchdog, self._watch = watchdog, watch
+        super().__init__(*args, **kwargs)
+
+    def _guard(self, sock: socket.socket) -> None:
+        """Watched from the socket's birth: the greeting, TLS and every command after."""
+        self._watchdog.guard(self._watch, Cutter(sock))
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self._guard(sock)
+        return sock
 
     def data(self, msg: Any) -> tuple[int, bytes]:
         code, text = super().data(msg)  # type: ignore[misc]
@@ -54,17 +72,25 @@ class _KeepsDataReply:
         return code, text
 
 
-class _SMTP(_KeepsDataReply, smtplib.SMTP):
+class _SMTP(_Session, smtplib.SMTP):
     pass
 
 
-class _SMTP_SSL(_KeepsDataReply, smtplib.SMTP_SSL):
-    pass
+class _SMTP_SSL(_Session, smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib's own wraps the socket (the handshake) before returning it: guard before.
+        plain = smtplib.SMTP._get_socket(self, host, port, timeout)
+        self._guard(plain)
+        return self.context.wrap_socket(plain, server_hostname=self._host)
 
 
 class SmtpTransport:
-    def __init__(self, *, timeout_seconds: float) -> None:
+    """One session per email; the whole session, connecting to QUIT, ends within
+    `timeout_seconds` (each operation too: smtplib's own timeout)."""
+
+    def __init__(self, *, timeout_seconds: float, watchdog: Watchdog | None = None) -> None:
         self.timeout_seconds = timeout_seconds
+        self.watchdog = watchdog or Watchdog()
 
     def deliver(self, message: OutboxMessage, route: Route) -> Result:
         try:
@@ -87,7 +113,7 @@ class SmtpTransport:
                 return Result.dead(answer, smtp_reply=said)
             return Result.retry(answer, smtp_reply=said)
         except (smtplib.SMTPException, OSError) as exc:
-            # Authentication failures, disconnections, timeouts, TLS problems.
+            # Authentication failures, disconnections, timeouts, TLS problems, the deadline.
             code = getattr(exc, "smtp_code", None)
             said = f"{code} {_text(getattr(exc, 'smtp_error', b''))}" if code else None
             return Result.retry(f"{route.safe_url}: {type(exc).__name__}: {exc}",
@@ -95,16 +121,30 @@ class SmtpTransport:
         return Result.sent(smtp_reply=reply)
 
     def _send(self, email: EmailMessage, route: Route) -> str | None:
-        """Send one email on a connection of its own; the server's reply to its DATA
-        (code and text, e.g. "250 2.0.0 Ok: queued as 4F2C1"), which names the message in
-        the server's own logs."""
+        """Send one email on a connection of its own, within the time limit; the server's
+        reply to its DATA (code and text, e.g. "250 2.0.0 Ok: queued as 4F2C1"), which
+        names the message in the server's own logs."""
+        watch = self.watchdog.start(self.timeout_seconds)
+        try:
+            return self._session(email, route, watch)
+        except (smtplib.SMTPException, OSError) as exc:
+            if watch.expired:  # set before the cut that ended the session
+                raise SendDeadline(self.timeout_seconds) from exc
+            raise
+        finally:
+            self.watchdog.stop(watch)
+            if watch.cutter is not None:
+                watch.cutter.close()
+
+    def _session(self, email: EmailMessage, route: Route, watch: Watch) -> str | None:
         context = ssl.create_default_context()
         smtp: _SMTP | _SMTP_SSL
         if route.scheme == "smtps":
             smtp = _SMTP_SSL(route.host, route.port, timeout=self.timeout_seconds,
-                             context=context)
+                             context=context, watchdog=self.watchdog, watch=watch)
         else:
-            smtp = _SMTP(route.host, route.port, timeout=self.timeout_seconds)
+            smtp = _SMTP(route.host, route.port, timeout=self.timeout_seconds,
+                         watchdog=self.watchdog, watch=watch)
         with smtp:
             if route.options.get("starttls") in ("1", "true", "yes"):
                 smtp.starttls(context=context)
@@ -114,7 +154,7 @@ class SmtpTransport:
         return smtp.data_reply
 
     def close(self) -> None:
-        pass
+        self.watchdog.close()
 
 
 def build_email(message: OutboxMessage, default_sender: str | None = None) -> EmailMessage:
