@@ -3,8 +3,8 @@ total time limit").
 
 `python -m bench.send_deadline [--sends 200000] [--threads 1 16]` (not part of
 `python -m bench`; no database). Each thread does, per send, what the HTTP transport does on
-a kept connection: `start` a watch, `guard` it with the connection's cutter, `stop` it, with
-the watchdog's thread ticking meanwhile. Prints the cost per send in microseconds (wall
+a kept connection: `start` a watch with the connection's cutter and `stop` it, with the
+watchdog's thread ticking meanwhile. Prints the cost per send in microseconds (wall
 time of all threads / sends) for each thread count.
 """
 
@@ -28,9 +28,7 @@ def per_send_micros(sends: int, threads: int) -> float:
 
     def sender(cutter: Cutter) -> None:
         for _ in range(each):
-            watch = watchdog.start(LIMIT_SECONDS)
-            watchdog.guard(watch, cutter)
-            watchdog.stop(watch)
+            watchdog.stop(watchdog.start(LIMIT_SECONDS, cutter))
 
     workers = [threading.Thread(target=sender, args=(c,)) for c in cutters]
     started = time.perf_counter()

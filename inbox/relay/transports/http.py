@@ -126,7 +126,7 @@ class HttpTransport:
         if connection and time.monotonic() - connection.last_used > MAX_IDLE_SECONDS:
             connection.close()
             connection = None
-        watch = self.watchdog.start(self.limit_seconds)
+        watch = self.watchdog.start(self.limit_seconds, connection and connection.cutter)
         try:
             connection, response, data, finished = self._exchange(
                 connection, origin, target, body, headers, watch)
@@ -153,8 +153,6 @@ class HttpTransport:
         reused = connection is not None
         if connection is None:
             connection = self._connect(origin, watch)
-        else:
-            self.watchdog.guard(watch, connection.cutter)
         try:
             try:
                 response = _request(connection.conn, target, body, headers)
