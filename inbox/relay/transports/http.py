@@ -181,7 +181,11 @@ class HttpTransport:
             sock = socket.create_connection((host, port), self.connect_timeout_seconds)
         except TimeoutError as exc:
             raise ConnectTimeout(f"no connection within {self.connect_timeout_seconds} s") from exc
-        cutter = Cutter(sock)
+        try:
+            cutter = Cutter(sock)
+        except OSError:  # out of descriptors
+            sock.close()
+            raise
         self.watchdog.guard(watch, cutter)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
