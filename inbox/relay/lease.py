@@ -9,7 +9,7 @@ takes, and one whose loop stops (frozen, deadlocked, SIGSTOP) loses them.
 
 The relay itself must then not send a message it may have lost: a delivery thread starts a
 send only while the lease is younger than the *self-stop*, the takeover minus the longest
-a send can block (the send budget), all measured from the last sign of life the database
+a send can last (the send budget), all measured from the last sign of life the database
 saw (the claim or a beat) on this process's monotonic clock. A send started before the
 self-stop ends, within its budget, before the takeover can happen (the watchdog of
 inbox/relay/transports/deadline.py cuts any send at its budget, whatever the destination
