@@ -65,13 +65,15 @@ def wait_for(
 
 
 @contextmanager
-def serve_wsgi(app: Any) -> Iterator[str]:
-    """Serve a WSGI app on a loopback port with threads; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serve_wsgi(app: Any, ssl_context: Any = None) -> Iterator[str]:
+    """Serve a WSGI app on a loopback port with threads (over TLS with an
+    `ssl.SSLContext`); yield its base URL (https://localhost:PORT then)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield (f"https://localhost:{server.server_port}" if ssl_context
+               else f"http://127.0.0.1:{server.server_port}")
     finally:
         server.shutdown()
         server.server_close()

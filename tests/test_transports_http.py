@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+import trustme
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug.wrappers import Request, Response
@@ -219,3 +221,44 @@ def test_a_long_answer_is_cut_and_its_connection_not_reused():
     transport.close()
     server.close()
     assert (server.connections, server.requests) == (2, 2)
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A test CA's server context for `localhost`, and a client context trusting that CA
+    (host names checked, as the transport's default context does)."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+def test_posts_over_https_with_the_certificate_checked(tls):
+    server_context, client_context = tls
+    seen = []
+
+    @Request.application
+    def app(request: Request) -> Response:
+        seen.append((request.headers["Idempotency-Key"], request.get_data()))
+        return Response("ok")
+
+    transport = HttpTransport(connect_timeout_seconds=2, read_timeout_seconds=2,
+                              tls_context=client_context)
+    with serve_wsgi(app, ssl_context=server_context) as base:
+        route = parse_routes(f"*={base}/hook").routes[0]
+        results = [transport.deliver(message({"n": n}), route) for n in range(3)]
+        # The same server under a name its certificate does not carry, and a client that
+        # does not trust the test CA: refused before any request is sent, and retried.
+        wrong_name = parse_routes(f"*={base.replace('localhost', '127.0.0.1')}/x").routes[0]
+        mismatch = transport.deliver(message(), wrong_name)
+        untrusted = HttpTransport(connect_timeout_seconds=2, read_timeout_seconds=2)
+        unknown_ca = untrusted.deliver(message(), route)
+        untrusted.close()
+    transport.close()
+    assert [r.status for r in results] == ["sent"] * 3
+    assert [json.loads(body) for _, body in seen] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert mismatch.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in mismatch.error
+    assert unknown_ca.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in unknown_ca.error
+    assert len(seen) == 3

@@ -84,6 +84,7 @@ class HttpTransport:
         read_timeout_seconds: float,
         clock: Callable[[], float] = time.time,
         watchdog: Watchdog | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
         self.read_timeout_seconds = read_timeout_seconds
@@ -93,7 +94,8 @@ class HttpTransport:
         self._local = threading.local()
         self._all: list[dict[Origin, _Kept]] = []
         self._all_lock = threading.Lock()
-        self._tls = ssl.create_default_context()
+        # The system's CAs, the host name checked (a test gives its own CA's context).
+        self._tls = tls_context or ssl.create_default_context()
 
     def deliver(self, message: OutboxMessage, route: Route) -> Result:
         key = message.idempotency_key
