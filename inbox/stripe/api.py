@@ -185,15 +185,15 @@ def _page(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
             sleep(delay)
         except stripe.AuthenticationError as exc:
             raise StripeAPIError("Stripe refused STRIPE_API_KEY (401): "
-                                 + _clean(exc, secret)) from exc
+                                 + error_text(exc, secret)) from exc
         except stripe.PermissionError as exc:
             raise StripeAPIError(f"STRIPE_API_KEY may not list events (403, GET "
                                  f"{_path_of(path)}): give the restricted key read access "
-                                 f"to {_permission(path)}. " + _clean(exc, secret)) from exc
+                                 f"to {_permission(path)}. " + error_text(exc, secret)) from exc
         except stripe.StripeError as exc:
             status = f" ({exc.http_status})" if exc.http_status else ""
             raise StripeAPIError(f"listing Stripe's events failed{status}, GET "
-                                 f"{_path_of(path)}: " + _clean(exc, secret)) from exc
+                                 f"{_path_of(path)}: " + error_text(exc, secret)) from exc
     raise AssertionError("unreachable")
 
 
@@ -233,7 +233,9 @@ def _permission(path: str) -> str:
     return "Events"
 
 
-def _clean(exc: stripe.StripeError, secret: str | None) -> str:
+def error_text(exc: stripe.StripeError, secret: str | None) -> str:
+    """The SDK's message for an error, on one line, `secret` (the API key) blanked should
+    it ever quote it: for reconcile's errors and thin events' last_error alike."""
     text = exc.user_message or str(exc) or type(exc).__name__
     if secret:
         text = text.replace(secret, "<STRIPE_API_KEY>")

@@ -86,6 +86,11 @@ class StripeClients:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def api_key(self) -> str | None:
+        """STRIPE_API_KEY, blanked out of the error texts."""
+        return self._settings.stripe_api_key
+
     def get(self) -> stripe.StripeClient:
         if self._client is None:
             try:
@@ -153,7 +158,8 @@ class StripeFetch:
         if what not in self._answers:
             notification = self._parsed()
             self.before_call()
-            self._answers[what] = _mapped(what, notification.id, lambda: call(notification))
+            self._answers[what] = _mapped(what, notification.id, lambda: call(notification),
+                                          self._clients.api_key)
         answer = self._answers[what]
         if isinstance(answer, _Failed):
             raise answer.exc
@@ -167,23 +173,15 @@ class _Failed:
     exc: Exception
 
 
-def _mapped(what: str, event_id: str, call: Callable[[], T]) -> T:
+def _mapped(what: str, event_id: str, call: Callable[[], T], secret: str | None) -> T:
     """`call()`, its stripe errors turned into Permanent (404) or StripeFetchError."""
     try:
         return call()
-    except stripe.InvalidRequestError as exc:
-        if exc.http_status == 404:
-            raise Permanent(f"Stripe answered 404 for the {what} of {event_id}: "
-                            f"{_message(exc)}") from exc
-        raise StripeFetchError(_failure(what, event_id, exc)) from exc
     except stripe.StripeError as exc:
-        raise StripeFetchError(_failure(what, event_id, exc)) from exc
-
-
-def _failure(what: str, event_id: str, exc: stripe.StripeError) -> str:
-    status = f" ({exc.http_status})" if exc.http_status else ""
-    return f"fetching the {what} of {event_id} failed{status}: {_message(exc)}"
-
-
-def _message(exc: stripe.StripeError) -> str:
-    return " ".join((exc.user_message or str(exc) or type(exc).__name__).split())
+        message = api.error_text(exc, secret)
+        if isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404:
+            raise Permanent(f"Stripe answered 404 for the {what} of {event_id}: "
+                            f"{message}") from exc
+        status = f" ({exc.http_status})" if exc.http_status else ""
+        raise StripeFetchError(f"fetching the {what} of {event_id} failed{status}: "
+                               f"{message}") from exc
