@@ -210,15 +210,15 @@ class Worker:
                   ) -> dict[int, StripeFetch]:
         """Before the batch begins: the Stripe requests its handlers declared
         (`@handler(..., prefetch=...)`), several at once, no transaction open."""
-        wanted = [(event.lease.inbox_id, self.registry.prefetch_of(event.provider,
-                                                                   event.event_type))
-                  for event in events if event.provider == "stripe"]
+        wanted = {event.lease.inbox_id: whats for event in events
+                  if event.provider == "stripe"
+                  and (whats := self.registry.prefetch_of(event.provider, event.event_type))}
         fetches = {inbox_id: StripeFetch(self._stripe_clients,
                                          functools.partial(payloads.text, inbox_id),
                                          no_transaction_yet)
-                   for inbox_id, whats in wanted if whats}
+                   for inbox_id in wanted}
         self._stripe_clients.prefetch([(fetches[inbox_id], whats)
-                                       for inbox_id, whats in wanted if whats])
+                                       for inbox_id, whats in wanted.items()])
         return fetches
 
     def _process_in_one_transaction(
