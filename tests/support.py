@@ -78,3 +78,58 @@ def serve_wsgi(app: Any, ssl_context: Any = None) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class SocketServer:
+    """A bare TCP server on a loopback port, for answers no HTTP library would give: it
+    accepts in a thread, hands each connection to `serve` (a subclass's) in a thread of its
+    own, and counts connections. `close` stops accepting and waits for the serving threads
+    (each ends when its client hangs up)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept)
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+        for thread in self._threads[1:]:
+            thread.join(timeout=10)
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._start(self.serve, conn)
+
+
+def read_http_request(conn: socket.socket, buffer: bytes = b"") -> bytes | None:
+    """Read one request (headers and its Content-Length body) from `conn`, starting with
+    `buffer` (bytes read before); the bytes read past it, or None if the client hung up."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    return rest[length:]

@@ -16,6 +16,7 @@ from inbox.relay.store import OutboxMessage
 from inbox.relay.transports.deadline import Cutter, Watchdog
 from inbox.relay.transports.http import HttpTransport
 from inbox.relay.transports.smtp import SmtpTransport
+from tests.support import SocketServer, read_http_request
 
 BYTE_EVERY_SECONDS = 0.3  # well within the 1 s read timeout: no single silence is too long
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -26,7 +27,7 @@ CONTINUES = [b"HTTP/1.1 100 Continue\r\n\r\n"] * 40
 GREETING = b"220 slow.example ESMTP Postfix, one byte at a time\r\n"
 
 
-class TricklingServer:
+class TricklingServer(SocketServer):
     """A socket server that answers each request, in turn, as its `script` says: "ok" at
     once, "slow" one byte every BYTE_EVERY_SECONDS, "continue" one CONTINUES answer every
     BYTE_EVERY_SECONDS. With `greet`, it trickles that as soon as a connection opens
@@ -36,35 +37,17 @@ class TricklingServer:
     def __init__(self, script: list[str], *, greet: bytes | None = None) -> None:
         self.script = list(script)
         self.greet = greet
-        self.connections = 0
         self.requests = 0
         self.slow_ends: list[int | None] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._start(self._accept)
+        super().__init__()
 
-    def _start(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._start(self._serve, conn)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             if self.greet is not None:
                 self._trickle(conn, [bytes([b]) for b in self.greet])
                 return
             while self.script:
-                if not _read_request(conn):
+                if read_http_request(conn) is None:
                     return
                 self.requests += 1
                 answer = self.script.pop(0)
@@ -89,27 +72,6 @@ class TricklingServer:
                 return
             conn.sendall(piece)
         self.slow_ends.append(None)
-
-    def close(self) -> None:
-        self.listener.close()
-        for thread in self._threads[1:]:
-            thread.join()
-
-
-def _read_request(conn: socket.socket) -> bool:
-    """Read one POST (headers and Content-Length body); False if the client hung up."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        buffer += chunk
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    while len(body) < length:
-        body += conn.recv(65536)
-    return True
 
 
 def message(payload: object) -> OutboxMessage:

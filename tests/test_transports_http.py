@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import ssl
-import threading
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -25,7 +24,7 @@ from inbox.relay.transports.http import (
     parse_retry_after,
     signature_headers,
 )
-from tests.support import serve_wsgi
+from tests.support import SocketServer, read_http_request, serve_wsgi
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = 1_700_000_000.0
@@ -142,7 +141,7 @@ def test_a_key_that_cannot_be_a_header_is_dead():
     assert transport.deliver(message(key="clé"), route).status == "dead"
 
 
-class RawServer:
+class RawServer(SocketServer):
     """A bare HTTP/1.1 server on a socket: answers 200 with keep-alive, and closes each
     connection after `answers_per_connection` answers without saying so (as a server that
     drops idle connections does). Counts connections and requests."""
@@ -151,41 +150,19 @@ class RawServer:
         self.answers_per_connection = answers_per_connection
         self.answer = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer_body)
                        + answer_body)
-        self.connections = 0
         self.requests = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):  # the client may hang up on a long answer
-            buffer = b""
+            buffer: bytes | None = b""
             for _ in range(self.answers_per_connection):
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                buffer = buffer[length:]
+                buffer = read_http_request(conn, buffer or b"")
+                if buffer is None:
+                    return
                 self.requests += 1
                 conn.sendall(self.answer)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_one_connection_is_kept_alive_across_deliveries():
