@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import time
 from datetime import timedelta
 
 import psycopg
 
-from bench.harness import fresh_database, postgres, table
+from bench.harness import fresh_database, median_p90_max, postgres, table
 from bench.metrics import ATTEMPTS_SQL, FAILURES_SQL, OUTBOX_SQL
 from bench.report import Report
 from bench.seed import lean_templates, seed_events
@@ -113,9 +112,7 @@ def chart_ms(url: str, rounds: int) -> list[list[object]]:
 
 
 def _figures(times: list[float]) -> list[float]:
-    ordered = sorted(times)
-    return [round(statistics.median(ordered), 1),
-            round(ordered[max(0, int(len(ordered) * 0.9) - 1)], 1), round(ordered[-1], 1)]
+    return [round(value, 1) for value in median_p90_max(times)]
 
 
 def run(args: argparse.Namespace) -> Report:

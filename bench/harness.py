@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,14 @@ class Throughput:
     @property
     def rate(self) -> float:
         return self.count / self.seconds if self.seconds else 0.0
+
+
+def median_p90_max(times: Sequence[float]) -> list[float]:
+    """The median, 90th percentile and maximum of some timings (ms), as the benchmarks of
+    pages and scrapes report them."""
+    ordered = sorted(times)
+    return [statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.9) - 1)],
+            ordered[-1]]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

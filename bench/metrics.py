@@ -29,6 +29,7 @@ from bench import delivery_counters
 from bench.harness import (
     free_port,
     fresh_database,
+    median_p90_max,
     postgres,
     procfile_line,
     running,
@@ -140,8 +141,9 @@ def run(args: argparse.Namespace) -> Report:
         print(f"seeded {args.events:,} events in {seeded:.0f} s", flush=True)
         state = server_ms(url, system_state.read, args.rounds)
         parts = [[f"  of which {name}",
-                  *_figures(server_ms(url, lambda conn, n=name: conn.execute(query(n)).fetchall(),
-                                      args.rounds))]
+                  *median_p90_max(server_ms(
+                      url, lambda conn, n=name: conn.execute(query(n)).fetchall(),
+                      args.rounds))]
                  for name in SYSTEM_QUERIES]
         select_one = server_ms(url, lambda conn: conn.execute("SELECT 1").fetchall(),
                                args.rounds)
@@ -152,11 +154,11 @@ def run(args: argparse.Namespace) -> Report:
             read = system_state.read(conn)
         outcome_body, outcome_medians = delivery_counters.measure(cluster, args.outcome_rounds)
     rows = [
-        ["system_state.read() (every query of a scrape)", *_figures(state)],
+        ["system_state.read() (every query of a scrape)", *median_p90_max(state)],
         *parts,
-        ["ceiling: SELECT 1 round trip", *_figures(select_one)],
-        ["exact count(*) by status of the inbox", *_figures(exact)],
-        ["GET /metrics via gunicorn (client time)", *_figures(http)],
+        ["ceiling: SELECT 1 round trip", *median_p90_max(select_one)],
+        ["exact count(*) by status of the inbox", *median_p90_max(exact)],
+        ["GET /metrics via gunicorn (client time)", *median_p90_max(http)],
     ]
     body = "\n".join([
         f"{args.events:,} events ({args.failing:,} failing or pending), "
@@ -176,11 +178,6 @@ def run(args: argparse.Namespace) -> Report:
     report.check("counting deliveries per destination: cost on a relay outcome statement "
                  "(100 outcomes)", f"{extra_us:+.0f} us vs per outcome only", None)
     return report
-
-
-def _figures(times: list[float]) -> list[float]:
-    ordered = sorted(times)
-    return [statistics.median(ordered), ordered[int(len(ordered) * 0.9) - 1], ordered[-1]]
 
 
 FULL = {"events": 10_000_000, "failing": 5_000, "rounds": 50, "outcome_rounds": 200}
